@@ -1,0 +1,178 @@
+"""Every kernel test case as its own pytest item, per arch and variant.
+
+Items are collected from the sources (kunit/*.c) without building
+anything.  The first item of a target to run builds and boots that kernel
+once for the whole run; other items, in this or another xdist worker, wait
+on the same lock and read the saved results."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from runner import pipeline, report
+from runner.errors import UserError
+from runner.kunit_cases import suites_in
+from runner.paths import cache_root
+from runner.results import RunResult, Status, TestResult
+from runner.targets import Target, targets
+
+ROOT = Path(__file__).resolve().parent
+KUNIT_DIR = ROOT / "kunit"
+RUN_DIR_KEY = "allocprof_run_dir"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("allocprof", "allocprof-ktest kernel targets")
+    g.addoption("--arch", help="comma-separated arches (default: x86_64)")
+    g.addoption("--variant", help="comma-separated variants (default: default)")
+    g.addoption("--kernel-src", default=os.environ.get("ALLOCPROF_KERNEL_SRC"),
+                help="kernel tree to test (default: Debian's linux-source-6.12)")
+    g.addoption("--kernel-rev", default=os.environ.get("ALLOCPROF_KERNEL_REV"),
+                help="revision of a git --kernel-src")
+    g.addoption("--cache-dir", help="runner cache directory")
+    g.addoption("--results-dir", default=str(ROOT / "results"),
+                help="where runs keep consoles and results")
+    g.addoption("--boot-timeout", type=float, default=pipeline.TCG_TIMEOUT,
+                help="seconds before a hung guest is killed")
+
+
+class _XdistHooks:
+    """Hands the controller's run directory to every worker."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+
+    def pytest_configure_node(self, node) -> None:
+        node.workerinput[RUN_DIR_KEY] = self.run_dir
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        run_dir = workerinput[RUN_DIR_KEY]
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = str(Path(config.getoption("results_dir")) / f"pytest-{stamp}-{os.getpid()}")
+        if config.pluginmanager.hasplugin("xdist"):
+            config.pluginmanager.register(_XdistHooks(run_dir), "allocprof-xdist")
+            # One worker per kernel: targets build in parallel, and a
+            # target's items never wait on each other across workers.
+            if getattr(config.option, "dist", "no") == "load":
+                config.option.dist = "loadgroup"
+    config.stash[_RUN_DIR] = Path(run_dir)
+
+
+_RUN_DIR = pytest.StashKey[Path]()
+_TARGETS = pytest.StashKey[list[Target]]()
+
+
+def _targets(config: pytest.Config) -> list[Target]:
+    if _TARGETS not in config.stash:
+        try:
+            config.stash[_TARGETS] = targets(config.getoption("arch"),
+                                             config.getoption("variant"))
+        except UserError as e:
+            raise pytest.UsageError(str(e)) from None
+    return config.stash[_TARGETS]
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    if file_path.suffix == ".c" and file_path.parent == KUNIT_DIR:
+        return KunitFile.from_parent(parent, path=file_path)
+    return None
+
+
+class KunitFile(pytest.File):
+    def collect(self):
+        for suite in suites_in(self.path):
+            yield KunitSuite.from_parent(self, name=suite.name, cases=suite.cases)
+
+
+class KunitSuite(pytest.Collector):
+    def __init__(self, *, cases: tuple[str, ...], **kw) -> None:
+        super().__init__(**kw)
+        self.cases = cases
+
+    def collect(self):
+        for target in _targets(self.config):
+            for case in self.cases:
+                item = KunitItem.from_parent(self, name=f"{case}[{target.name}]",
+                                             case=case, target=target)
+                item.add_marker(pytest.mark.kernel)
+                item.add_marker(pytest.mark.xdist_group(target.name))
+                yield item
+
+
+class KernelTestFailed(Exception):
+    """A kernel test did not pass; the message is the whole report."""
+
+
+def _options(config: pytest.Config) -> pipeline.Options:
+    return pipeline.Options(
+        cache=cache_root(config.getoption("cache_dir")),
+        results_dir=config.stash[_RUN_DIR],
+        kernel_src=config.getoption("kernel_src"),
+        kernel_rev=config.getoption("kernel_rev"),
+        boot_timeout=config.getoption("boot_timeout"),
+    )
+
+
+def _combined(result: TestResult) -> tuple[Status, list[str]]:
+    """Status of a case with parameters: the worst of its own and theirs."""
+    bad = [c for c in result.children if not c.status.is_ok]
+    if result.status.is_ok and not bad:
+        return result.status, []
+    lines = list(result.diagnostics)
+    for c in bad:
+        lines += [f"[{c.name}] {c.status.value} {c.reason}".rstrip()] + c.diagnostics
+    status = result.status if not result.status.is_ok else bad[0].status
+    return status, lines
+
+
+class KunitItem(pytest.Item):
+    def __init__(self, *, case: str, target: Target, **kw) -> None:
+        super().__init__(**kw)
+        self.case = case
+        self.target = target
+
+    def runtest(self) -> None:
+        try:
+            run = pipeline.get(_options(self.config), self.target)
+        except UserError as e:
+            raise KernelTestFailed(f"infrastructure error: {e}") from None
+        self.user_properties += [
+            ("arch", run.info.arch), ("variant", run.info.variant),
+            ("kernel_version", run.info.kernel_version),
+            ("source_id", run.info.source_id), ("console", run.info.console),
+        ]
+        result = run.find(self.parent.name, self.case)
+        if result is None:
+            raise KernelTestFailed(self._never_reported(run))
+        status, diag = _combined(result)
+        if status in (Status.PASS,):
+            return
+        if status == Status.SKIP:
+            pytest.skip(result.reason or "skipped by the kernel test")
+        if status in (Status.XFAIL, Status.TODO):
+            pytest.xfail(result.reason or status.value)
+        result = TestResult(name=result.name, status=status, reason=result.reason,
+                            diagnostics=diag)
+        raise KernelTestFailed(report.failure_message(run, result))
+
+    def _never_reported(self, run: RunResult) -> str:
+        return "\n".join(
+            [f"{self.parent.name}.{self.case} never reported a result "
+             f"({run.info.note or 'not in the console'})",
+             f"console tail ({run.info.console}):"] + run.console_tail)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, KernelTestFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.parent.name}::{self.name}"

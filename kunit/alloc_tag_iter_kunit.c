@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * KUnit tests for walking allocation tags with the codetag iterator.
+ *
+ * This file is included at the end of lib/alloc_tag.c: the iterator needs
+ * alloc_tag_cttype, which is private to that file and not exported, so the
+ * tests must be built in.
+ */
+#include <kunit/test.h>
+#include <linux/gfp.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+
+#include "../../mm/slab.h"
+
+/* Bounds of the built-in tag section, emitted by the linker script. */
+extern struct alloc_tag __start_alloc_tags[];
+extern struct alloc_tag __stop_alloc_tags[];
+
+#define ITER_TEST_ALLOCS 3
+#define ITER_TEST_SIZE 100
+
+struct iter_probe {
+	struct alloc_tag *tag;
+	const char *file;
+	unsigned int line;
+	const char *func;
+};
+
+/*
+ * Defines a private tag and records where it was defined. The tag is
+ * static, so every call returns the same tag.
+ */
+static noinline void iter_probe_site(struct iter_probe *probe)
+{
+	DEFINE_ALLOC_TAG(iter_probe_tag);
+
+	probe->line = __LINE__ - 2;
+	probe->tag = &iter_probe_tag;
+	probe->file = __FILE__;
+	probe->func = __func__;
+}
+
+static void iter_skip_if_disabled(struct kunit *test)
+{
+	if (IS_ERR_OR_NULL(alloc_tag_cttype))
+		kunit_skip(test, "allocation tagging is not initialised");
+}
+
+static bool ct_is_builtin(const struct codetag *ct)
+{
+	return (void *)ct >= (void *)__start_alloc_tags &&
+	       (void *)ct < (void *)__stop_alloc_tags;
+}
+
+/* Counts the tags the iterator returns; the list lock must be held. */
+static size_t iter_count(size_t *builtin, size_t *out_of_order)
+{
+	struct codetag_iterator iter = codetag_get_ct_iter(alloc_tag_cttype);
+	struct codetag *ct;
+	size_t total = 0;
+
+	*builtin = 0;
+	*out_of_order = 0;
+	while ((ct = codetag_next_ct(&iter))) {
+		if (ct_is_builtin(ct)) {
+			/* vmlinux tags come first, in section order. */
+			if (ct != &__start_alloc_tags[*builtin].ct)
+				(*out_of_order)++;
+			(*builtin)++;
+		}
+		total++;
+	}
+	return total;
+}
+
+static void codetag_walk_matches_section(struct kunit *test)
+{
+	size_t section = __stop_alloc_tags - __start_alloc_tags;
+	size_t builtin, out_of_order, total;
+
+	iter_skip_if_disabled(test);
+	codetag_lock_module_list(alloc_tag_cttype, true);
+	total = iter_count(&builtin, &out_of_order);
+	codetag_lock_module_list(alloc_tag_cttype, false);
+
+	KUNIT_EXPECT_GT(test, section, 0);
+	KUNIT_EXPECT_EQ(test, builtin, section);
+	KUNIT_EXPECT_EQ(test, out_of_order, 0);
+	KUNIT_EXPECT_GE(test, total, builtin);
+}
+
+static void codetag_walk_is_repeatable(struct kunit *test)
+{
+	size_t builtin1, builtin2, ooo, total1, total2;
+
+	iter_skip_if_disabled(test);
+	codetag_lock_module_list(alloc_tag_cttype, true);
+	total1 = iter_count(&builtin1, &ooo);
+	total2 = iter_count(&builtin2, &ooo);
+	codetag_lock_module_list(alloc_tag_cttype, false);
+
+	KUNIT_EXPECT_EQ(test, total1, total2);
+	KUNIT_EXPECT_EQ(test, builtin1, builtin2);
+}
+
+static bool ct_text_valid(const char *s)
+{
+	const char *p;
+
+	if (!s || !*s)
+		return false;
+	for (p = s; *p; p++)
+		if (*p < ' ' || *p > '~')
+			return false;
+	return true;
+}
+
+static void codetag_fields_valid(struct kunit *test)
+{
+	struct codetag_iterator iter;
+	struct codetag *ct, *bad = NULL;
+	size_t nr_bad = 0, nr = 0;
+
+	iter_skip_if_disabled(test);
+	codetag_lock_module_list(alloc_tag_cttype, true);
+	iter = codetag_get_ct_iter(alloc_tag_cttype);
+	while ((ct = codetag_next_ct(&iter))) {
+		bool ok = ct_text_valid(ct->filename) && ct->lineno > 0 &&
+			  ct_text_valid(ct->function);
+
+		/* Built-in tags carry no module name; module tags must. */
+		if (ct_is_builtin(ct))
+			ok = ok && !ct->modname;
+		else
+			ok = ok && ct_text_valid(ct->modname);
+		if (!ok) {
+			nr_bad++;
+			if (!bad)
+				bad = ct;
+		}
+		nr++;
+	}
+	codetag_lock_module_list(alloc_tag_cttype, false);
+
+	KUNIT_EXPECT_GT(test, nr, 0);
+	KUNIT_EXPECT_EQ_MSG(test, nr_bad, 0, "first bad tag: %s:%u func:%s",
+			    bad && bad->filename ? bad->filename : "(null)",
+			    bad ? bad->lineno : 0,
+			    bad && bad->function ? bad->function : "(null)");
+}
+
+/* Finds @tag by walking the iterator; returns how often it was seen. */
+static int iter_find(struct alloc_tag *tag, struct codetag **found)
+{
+	struct codetag_iterator iter;
+	struct codetag *ct;
+	int seen = 0;
+
+	*found = NULL;
+	codetag_lock_module_list(alloc_tag_cttype, true);
+	iter = codetag_get_ct_iter(alloc_tag_cttype);
+	while ((ct = codetag_next_ct(&iter))) {
+		if (ct == &tag->ct) {
+			*found = ct;
+			seen++;
+		}
+	}
+	codetag_lock_module_list(alloc_tag_cttype, false);
+	return seen;
+}
+
+static void codetag_finds_test_tag(struct kunit *test)
+{
+	struct iter_probe probe;
+	struct codetag *ct;
+
+	iter_skip_if_disabled(test);
+	iter_probe_site(&probe);
+
+	KUNIT_ASSERT_EQ(test, iter_find(probe.tag, &ct), 1);
+	KUNIT_ASSERT_NOT_NULL(test, ct);
+	KUNIT_EXPECT_STREQ(test, ct->filename, probe.file);
+	KUNIT_EXPECT_EQ(test, ct->lineno, probe.line);
+	KUNIT_EXPECT_STREQ(test, ct->function, "iter_probe_site");
+	KUNIT_EXPECT_STREQ(test, ct->function, probe.func);
+	KUNIT_EXPECT_NULL(test, ct->modname);
+	KUNIT_EXPECT_TRUE(test, ct_is_builtin(ct));
+}
+
+static void codetag_counters_follow_allocations(struct kunit *test)
+{
+	struct alloc_tag_counters before, mid, after;
+	void *objs[ITER_TEST_ALLOCS];
+	struct iter_probe probe;
+	struct page *page;
+	struct codetag *ct;
+	size_t slab_size;
+	int i;
+
+	iter_skip_if_disabled(test);
+	if (!mem_alloc_profiling_enabled())
+		kunit_skip(test, "memory allocation profiling is switched off");
+	iter_probe_site(&probe);
+	KUNIT_ASSERT_EQ(test, iter_find(probe.tag, &ct), 1);
+
+	before = alloc_tag_read(ct_to_alloc_tag(ct));
+	for (i = 0; i < ITER_TEST_ALLOCS; i++) {
+		objs[i] = alloc_hooks_tag(probe.tag,
+				kmalloc_noprof(ITER_TEST_SIZE, GFP_KERNEL));
+		KUNIT_ASSERT_NOT_NULL(test, objs[i]);
+	}
+	page = alloc_hooks_tag(probe.tag, alloc_pages_noprof(GFP_KERNEL, 2));
+	KUNIT_ASSERT_NOT_NULL(test, page);
+	mid = alloc_tag_read(ct_to_alloc_tag(ct));
+
+	/* Slab charges the size of the object's cache slot. */
+	slab_size = virt_to_slab(objs[0])->slab_cache->size;
+	__free_pages(page, 2);
+	for (i = 0; i < ITER_TEST_ALLOCS; i++)
+		kfree(objs[i]);
+	after = alloc_tag_read(ct_to_alloc_tag(ct));
+
+	KUNIT_EXPECT_EQ(test, mid.bytes - before.bytes,
+			ITER_TEST_ALLOCS * slab_size + 4 * PAGE_SIZE);
+	KUNIT_EXPECT_EQ(test, mid.calls - before.calls, ITER_TEST_ALLOCS + 1);
+	KUNIT_EXPECT_EQ(test, after.bytes, before.bytes);
+	KUNIT_EXPECT_EQ(test, after.calls, before.calls);
+}
+
+static struct kunit_case alloc_tag_iter_cases[] = {
+	KUNIT_CASE(codetag_walk_matches_section),
+	KUNIT_CASE(codetag_walk_is_repeatable),
+	KUNIT_CASE(codetag_fields_valid),
+	KUNIT_CASE(codetag_finds_test_tag),
+	KUNIT_CASE(codetag_counters_follow_allocations),
+	{}
+};
+
+static struct kunit_suite alloc_tag_iter_suite = {
+	.name = "alloc_tag_iter",
+	.test_cases = alloc_tag_iter_cases,
+};
+
+kunit_test_suite(alloc_tag_iter_suite);

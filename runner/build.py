@@ -1,0 +1,133 @@
+"""Out-of-tree (O=) kernel builds, one build directory per (source, arch,
+variant), incremental, through ccache when it is installed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner import kconfig, tools
+from runner.errors import UserError
+from runner.lock import exclusive
+from runner.paths import ccache_dir
+from runner.source import PreparedSource
+from runner.targets import Target
+
+_ERROR = re.compile(r"(?:^|\s)(?:error|fatal error):|Error \d+|undefined reference")
+
+
+@dataclass
+class Built:
+    image: Path
+    build_dir: Path
+    log: Path
+    rebuilt: bool
+
+
+def build_dir(cache: Path, src: PreparedSource, target: Target) -> Path:
+    return cache / "build" / src.key / target.name
+
+
+def make_env(target: Target, cache: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ARCH"] = target.arch.kernel_arch
+    if target.arch.cross_compile:
+        env["CROSS_COMPILE"] = target.arch.cross_compile
+    # Fixed build identity: reproducible images, and ccache hits across
+    # build directories.
+    env["KBUILD_BUILD_TIMESTAMP"] = "allocprof-ktest"
+    env["KBUILD_BUILD_USER"] = "allocprof"
+    env["KBUILD_BUILD_HOST"] = "ktest"
+    env["CCACHE_DIR"] = str(ccache_dir(cache))
+    env.setdefault("CCACHE_MAXSIZE", "5G")
+    env["CCACHE_BASEDIR"] = str(cache)
+    env["CCACHE_NOHASHDIR"] = "1"
+    env["LC_ALL"] = "C"
+    return env
+
+
+def compiler(target: Target) -> str:
+    return f"{target.arch.cross_compile}gcc"
+
+
+def require_toolchain(target: Target) -> None:
+    tools.require(tools.BUILD_TOOLS, "building a kernel")
+    tools.require(tools.HEADERS, "building a kernel")
+    cc = compiler(target)
+    pkgs = dict(tools.HOST_CC, **tools.CROSS_CC)
+    tools.require({cc: pkgs.get(cc, cc)}, f"building for {target.arch.name}")
+
+
+def first_error(log: Path) -> str:
+    """The first compiler or make error of a build log."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no build log)"
+    for line in lines:
+        if "No space left on device" in line:
+            return line.strip()
+    for line in lines:
+        if _ERROR.search(line):
+            return line.strip()
+    return lines[-1].strip() if lines else "(empty build log)"
+
+
+def _fingerprint(src: PreparedSource, target: Target, bdir: Path) -> str:
+    """Everything that decides the image; equal prints skip make entirely."""
+    h = hashlib.sha256()
+    h.update(f"{src.key}\0{src.source_id}\0{target.name}\0".encode())
+    h.update((bdir / ".config").read_bytes())
+    for f in sorted((src.tree / "lib" / "alloc_tag_kunit").glob("*")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = None,
+          verbose: bool = False) -> Built:
+    require_toolchain(target)
+    bdir = build_dir(cache, src, target)
+    bdir.mkdir(parents=True, exist_ok=True)
+    log = bdir / "build.log"
+    env = make_env(target, cache)
+    with exclusive(bdir.with_suffix(".lock")):
+        free = shutil.disk_usage(bdir).free
+        if free < 1_500_000_000:
+            raise UserError(
+                f"not enough disk space to build in {bdir}: {free >> 20} MiB free, "
+                "1500 MiB needed; free some space or set ALLOCPROF_CACHE"
+            )
+        log.write_text("")
+        kconfig.configure(target, src.tree, bdir, env, log)
+        image = bdir / target.arch.image
+        stamp = bdir / ".allocprof-built"
+        print_ = sys.stderr.write
+        fp = _fingerprint(src, target, bdir)
+        if image.exists() and stamp.exists() and stamp.read_text() == fp:
+            return Built(image, bdir, log, rebuilt=False)
+        stamp.unlink(missing_ok=True)
+        cc = compiler(target)
+        if shutil.which("ccache"):
+            cc = f"ccache {cc}"
+        cmd = ["make", f"O={bdir}", f"-j{jobs or os.cpu_count() or 1}", f"CC={cc}",
+               image.name]
+        print_(f"runner: building {target.name} kernel from {src.source_id} in {bdir}\n")
+        with open(log, "a") as out:
+            out.write(f"$ {' '.join(cmd)}\n")
+            out.flush()
+            p = subprocess.run(cmd, cwd=src.tree, env=env, stdout=out,
+                               stderr=subprocess.STDOUT, check=False)
+        if p.returncode != 0 or not image.exists():
+            err = first_error(log)
+            if "No space left on device" in err:
+                raise UserError(f"disk full while building {target.name}: free space "
+                                f"or set ALLOCPROF_CACHE (log: {log})")
+            raise UserError(f"kernel build failed for {target.name}: {err} (log: {log})")
+        stamp.write_text(fp)
+        return Built(image, bdir, log, rebuilt=True)

@@ -1,0 +1,129 @@
+"""The `runner` command: run, parse, build."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from runner import ktap, pipeline, report, source
+from runner.errors import UserError
+from runner.paths import cache_root
+from runner.results import RunInfo, RunResult
+from runner.targets import ARCHES, VARIANTS, targets
+
+
+def _add_kernel_options(p: argparse.ArgumentParser) -> None:
+    env_src, env_rev = source.env_sources()
+    p.add_argument("--kernel-src", default=env_src, metavar="PATH",
+                   help="kernel tree to test (default: Debian's linux-source-6.12); "
+                        "never modified")
+    p.add_argument("--kernel-rev", default=env_rev, metavar="REV",
+                   help="revision of a git --kernel-src (default: HEAD)")
+    p.add_argument("--arch", help=f"comma-separated, from: {', '.join(ARCHES)}")
+    p.add_argument("--variant", help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    p.add_argument("--cache-dir", help="cache (default: $ALLOCPROF_CACHE or "
+                                       "$XDG_CACHE_HOME/allocprof-ktest)")
+    p.add_argument("-j", "--jobs", type=int, help="make jobs (default: all CPUs)")
+    p.add_argument("--boot-timeout", type=float, default=pipeline.TCG_TIMEOUT,
+                   help="seconds before a guest is killed (default: %(default)s)")
+    p.add_argument("--append", action="append", default=[],
+                   help="extra kernel command-line option (repeatable)")
+
+
+def _add_report_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML here")
+    p.add_argument("--json", type=Path, metavar="PATH", help="write JSON results here")
+    p.add_argument("-q", "--quiet", action="store_true", help="totals only")
+
+
+def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
+    report.summary(runs, sys.stdout, verbose=not args.quiet)
+    if args.junit:
+        report.write_junit(runs, args.junit)
+    if args.json:
+        report.write_json(runs, args.json)
+    return 0 if all(r.verdict().is_ok for r in runs) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cache = cache_root(args.cache_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = Path(args.results_dir or "results").resolve() / stamp
+    opts = pipeline.Options(cache=cache, results_dir=results_dir,
+                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
+                            jobs=args.jobs, boot_timeout=args.boot_timeout,
+                            append=args.append)
+    runs = [pipeline.get(opts, t) for t in targets(args.arch, args.variant)]
+    args.junit = args.junit or results_dir / "junit.xml"
+    args.json = args.json or results_dir / "results.json"
+    rc = _write_reports(runs, args)
+    print(f"results: {results_dir} (junit.xml, results.json, <target>/console.log)")
+    return rc
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from runner import build
+
+    cache = cache_root(args.cache_dir)
+    src = source.prepare(cache, args.kernel_src, args.kernel_rev)
+    for t in targets(args.arch, args.variant):
+        b = build.build(cache, src, t, args.jobs)
+        print(f"{t.name}: {b.image} ({'rebuilt' if b.rebuilt else 'up to date'})")
+    return 0
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        parsed = ktap.parse_lines(ktap.iter_lines(sys.stdin.buffer))
+    else:
+        path = Path(args.file)
+        if not path.is_file():
+            raise UserError(f"{args.file}: no such file")
+        parsed = ktap.parse_file(str(path))
+    info = RunInfo(arch=args.arch or "-", variant=args.variant or "-",
+                   console=args.file)
+    if not parsed.found_ktap:
+        info.note = "no KTAP output found"
+    run = RunResult(info=info, tests=parsed.tests, found_output=parsed.found_ktap,
+                    console_tail=parsed.tail[-pipeline.CONSOLE_TAIL:])
+    return _write_reports([run], args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="runner",
+        description="Build, boot and test Linux memory allocation profiling.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="build, boot and report the kernel suites")
+    _add_kernel_options(run)
+    _add_report_options(run)
+    run.add_argument("--results-dir", help="where runs are kept (default: ./results)")
+    run.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("build", help="only build the test kernels")
+    _add_kernel_options(b)
+    b.set_defaults(func=cmd_build)
+
+    parse = sub.add_parser("parse", help="turn a saved console log into reports")
+    parse.add_argument("file", help="console log, or - for standard input")
+    parse.add_argument("--arch", help="arch to record in the reports")
+    parse.add_argument("--variant", help="variant to record in the reports")
+    _add_report_options(parse)
+    parse.set_defaults(func=cmd_parse)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"runner: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("runner: interrupted; the next run picks up where this one stopped",
+              file=sys.stderr)
+        return 130

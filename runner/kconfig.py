@@ -1,0 +1,96 @@
+"""Kconfig fragments per arch and variant, merged with the kernel's own
+merge_config.sh on top of allnoconfig, then checked option by option."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from runner.errors import UserError
+from runner.paths import project_root
+from runner.targets import Target
+
+_SET = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
+_UNSET = re.compile(r"^# (CONFIG_[A-Za-z0-9_]+) is not set$")
+
+
+def configs_dir() -> Path:
+    return project_root() / "kernel" / "configs"
+
+
+def fragments(target: Target) -> list[Path]:
+    """The fragments of a target, later ones overriding earlier ones."""
+    d = configs_dir()
+    names = ["base-common.config", f"base-{target.arch.name}.config", "tests.config"]
+    if target.variant != "off":
+        names.append("profiling.config")
+    names.append(f"variant-{target.variant}.config")
+    paths = [d / n for n in names]
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"missing config fragment {p}")
+    return paths
+
+
+def read_options(path: Path) -> dict[str, str]:
+    """CONFIG_X -> value ('n' for '# CONFIG_X is not set')."""
+    opts: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        m = _SET.match(line)
+        if m:
+            opts[m.group(1)] = m.group(2)
+            continue
+        m = _UNSET.match(line)
+        if m:
+            opts[m.group(1)] = "n"
+    return opts
+
+
+def wanted(frags: list[Path]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for f in frags:
+        out.update(read_options(f))
+    return out
+
+
+def not_stuck(want: dict[str, str], dotconfig: Path) -> list[str]:
+    """Options whose final value differs from what a fragment asked for."""
+    have = read_options(dotconfig)
+    bad = []
+    for opt, val in want.items():
+        got = have.get(opt, "n")
+        if got != val:
+            bad.append(f"{opt}={val} (got {got if opt in have else 'unset'})")
+    return bad
+
+
+def configure(target: Target, tree: Path, build_dir: Path, make_env: dict[str, str],
+              log: Path) -> bool:
+    """Writes build_dir/.config; returns False when it was already current."""
+    frags = fragments(target)
+    dotconfig = build_dir / ".config"
+    stamp = build_dir / ".allocprof-fragments"
+    signature = "\n".join(f"{f.name}:{f.read_text()}" for f in frags)
+    if dotconfig.exists() and stamp.exists() and stamp.read_text() == signature:
+        return False
+    build_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(tree / "scripts/kconfig/merge_config.sh"), "-n", "-O", str(build_dir)]
+    cmd += [str(f) for f in frags]
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        p = subprocess.run(cmd, cwd=tree, env=make_env, stdout=out,
+                           stderr=subprocess.STDOUT, check=False)
+    if p.returncode != 0 or not dotconfig.exists():
+        raise UserError(f"kernel configuration failed for {target.name}; see {log}")
+    bad = not_stuck(wanted(frags), dotconfig)
+    if bad:
+        stamp.unlink(missing_ok=True)
+        raise UserError(
+            f"config options for {target.name} did not stick (check their "
+            f"dependencies in kernel/configs/): {', '.join(bad)}"
+        )
+    stamp.write_text(signature)
+    return True

@@ -1,0 +1,55 @@
+"""The KUnit cases the project's sources declare, read from kunit/*.c.
+
+pytest collects these without building anything, and a run checks its
+results against them, so a case that never reported is never lost."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.paths import project_root
+
+_CASES = re.compile(
+    r"struct\s+kunit_case\s+(?P<var>\w+)\s*\[\s*\]\s*=\s*\{(?P<body>.*?)\n\};", re.S
+)
+_CASE = re.compile(r"KUNIT_CASE(?:_SLOW|_PARAM|_PARAM_ATTR|_ATTR)?\(\s*(\w+)")
+_SUITE = re.compile(
+    r"struct\s+kunit_suite\s+\w+\s*=\s*\{(?P<body>.*?)\n\};", re.S
+)
+_NAME = re.compile(r'\.name\s*=\s*"([^"]+)"')
+_TEST_CASES = re.compile(r"\.test_cases\s*=\s*(\w+)")
+
+
+@dataclass(frozen=True)
+class Suite:
+    file: Path
+    name: str
+    cases: tuple[str, ...]
+
+
+def _strip_comments(text: str) -> str:
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+def suites_in(path: Path) -> list[Suite]:
+    text = _strip_comments(path.read_text(errors="replace"))
+    tables = {m.group("var"): tuple(_CASE.findall(m.group("body")))
+              for m in _CASES.finditer(text)}
+    out = []
+    for m in _SUITE.finditer(text):
+        name = _NAME.search(m.group("body"))
+        cases = _TEST_CASES.search(m.group("body"))
+        if name and cases:
+            out.append(Suite(path, name.group(1), tables.get(cases.group(1), ())))
+    return out
+
+
+def all_suites(directory: Path | None = None) -> list[Suite]:
+    d = directory or project_root() / "kunit"
+    out: list[Suite] = []
+    for f in sorted(d.glob("*.c")):
+        out.extend(suites_in(f))
+    return out

@@ -1,0 +1,113 @@
+"""Source -> config -> build -> boot -> parse, for one target.
+
+Results are saved per run directory and target under a lock, so pytest
+workers asking for the same kernel share one build and one boot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner import boot, build, ktap, source
+from runner.errors import UserError
+from runner.kunit_cases import all_suites
+from runner.lock import exclusive
+from runner.results import RunInfo, RunResult, Status, TestResult
+from runner.targets import Target
+
+TCG_TIMEOUT = 900.0
+CONSOLE_TAIL = 40
+
+
+@dataclass
+class Options:
+    cache: Path
+    results_dir: Path
+    kernel_src: str | None = None
+    kernel_rev: str | None = None
+    jobs: int | None = None
+    boot_timeout: float = TCG_TIMEOUT
+    append: list[str] = field(default_factory=list)
+
+
+def add_missing_expected(tests: list[TestResult], reason: str) -> None:
+    """Adds every case our sources declare that the kernel never reported."""
+    by_name = {t.name: t for t in tests}
+    for suite in all_suites():
+        found = by_name.get(suite.name)
+        if found is None:
+            found = TestResult(name=suite.name, status=Status.CRASHED, reason=reason)
+            tests.append(found)
+            by_name[suite.name] = found
+        have = {c.name for c in found.children}
+        for case in suite.cases:
+            if case not in have:
+                found.children.append(
+                    TestResult(name=case, status=Status.CRASHED, reason=reason))
+        # Placeholders from a short plan are replaced by the named cases.
+        if any(c.name not in have for c in suite.cases):
+            found.children = [c for c in found.children
+                              if not c.name.startswith("missing-")]
+        if any(c.status == Status.CRASHED for c in found.children):
+            if found.status.is_ok:
+                found.status = Status.CRASHED
+                found.reason = found.reason or reason
+
+
+def results_from_console(console: Path, info: RunInfo, completed: bool) -> RunResult:
+    parsed = ktap.parse_file(str(console))
+    tests = parsed.tests
+    if parsed.crash:
+        why = f"kernel crashed: {parsed.crash[0].strip()}"
+    elif not completed:
+        why = info.note or "the guest did not finish"
+    else:
+        why = "no result in the console"
+    add_missing_expected(tests, why)
+    result = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
+                       console_tail=parsed.tail[-CONSOLE_TAIL:])
+    if not parsed.found_ktap:
+        info.note = (info.note + "; " if info.note else "") + "no KTAP output found"
+    return result
+
+
+def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
+    """Builds and boots @target and returns its parsed results."""
+    src = source.prepare(opts.cache, opts.kernel_src, opts.kernel_rev)
+    built = build.build(opts.cache, src, target, opts.jobs)
+    b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
+                  append=opts.append)
+    info = RunInfo(arch=target.arch.name, variant=target.variant,
+                   kernel_version=src.version, source_id=src.source_id,
+                   console=str(b.console), boot=b.accel)
+    done = (b.outdir / "guest-done").exists()
+    if b.timed_out:
+        info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
+    elif not done:
+        info.note = f"guest did not finish (vng exit code {b.returncode})"
+    sys.stderr.write(f"runner: {target.name}: booted under {b.accel.upper()}, "
+                     f"guest ran {b.seconds:.1f}s\n")
+    return results_from_console(b.console, info, done)
+
+
+def get(opts: Options, target: Target) -> RunResult:
+    """The results of @target in this run: computed once, then shared."""
+    rundir = opts.results_dir / target.name
+    saved = rundir / "results.json"
+    with exclusive(opts.results_dir / f".{target.name}.lock"):
+        if saved.exists():
+            return RunResult.from_dict(json.loads(saved.read_text()))
+        failure = rundir / "infra-error.txt"
+        if failure.exists():
+            raise UserError(failure.read_text().strip())
+        rundir.mkdir(parents=True, exist_ok=True)
+        try:
+            result = execute(opts, target, rundir)
+        except UserError as e:
+            # Remembered so every worker reports it, without retrying.
+            failure.write_text(str(e))
+            raise
+        saved.write_text(json.dumps(result.to_dict(), indent=1))
+        return result

@@ -1,0 +1,201 @@
+"""The results model shared by pytest, `runner run`, `runner parse` and
+bisect: a tree of tests, stable ids, totals and one overall verdict."""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+class Status(str, enum.Enum):
+    PASS = "pass"
+    FAIL = "fail"
+    SKIP = "skip"
+    XFAIL = "xfail"
+    TODO = "todo"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    CRASHED = "crashed"  # never reported: crash, hang, truncated output
+
+    @property
+    def is_ok(self) -> bool:
+        return self in (Status.PASS, Status.SKIP, Status.XFAIL, Status.TODO)
+
+
+class Verdict(str, enum.Enum):
+    """Overall verdict; earlier members outrank later ones."""
+
+    CRASHED = "crashed"
+    FAILED = "failed"
+    PASSED = "passed"
+    SKIPPED = "skipped"
+
+    @property
+    def is_ok(self) -> bool:
+        return self in (Verdict.PASSED, Verdict.SKIPPED)
+
+
+@dataclass
+class TestResult:
+    name: str
+    status: Status
+    number: int | None = None
+    directive: str = ""
+    reason: str = ""
+    diagnostics: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    duration: float | None = None
+    children: list[TestResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "status": self.status.value,
+            "number": self.number,
+            "directive": self.directive,
+            "reason": self.reason,
+            "duration": self.duration,
+            "diagnostics": self.diagnostics,
+            "log": self.log,
+            "children": [c.to_dict() for c in self.children],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TestResult:
+        return cls(
+            name=d["name"],
+            status=Status(d["status"]),
+            number=d.get("number"),
+            directive=d.get("directive", ""),
+            reason=d.get("reason", ""),
+            diagnostics=list(d.get("diagnostics", [])),
+            log=list(d.get("log", [])),
+            duration=d.get("duration"),
+            children=[cls.from_dict(c) for c in d.get("children", [])],
+        )
+
+
+@dataclass
+class Leaf:
+    """A leaf test with its path of names from the top-level suite."""
+
+    path: tuple[str, ...]
+    result: TestResult
+
+    @property
+    def suite(self) -> str:
+        return "/".join(self.path[:-1]) or self.path[0]
+
+    @property
+    def case(self) -> str:
+        return self.path[-1]
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Disambiguate duplicate names without using result numbers."""
+    seen: Counter[str] = Counter()
+    out = []
+    for n in names:
+        seen[n] += 1
+        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+    return out
+
+
+def leaves(tests: list[TestResult], prefix: tuple[str, ...] = ()) -> list[Leaf]:
+    out: list[Leaf] = []
+    for name, t in zip(_unique([t.name for t in tests]), tests):
+        path = prefix + (name,)
+        if t.children:
+            out.extend(leaves(t.children, path))
+            # A parent that failed while every child passed (e.g. a suite
+            # init failure) must not vanish from the report.
+            if not t.status.is_ok and all(c.status.is_ok for c in t.children):
+                out.append(Leaf(path + ("(suite)",), t))
+        else:
+            out.append(Leaf(path, t))
+    return out
+
+
+def totals(ls: list[Leaf]) -> dict[str, int]:
+    c = Counter(leaf.result.status.value for leaf in ls)
+    return {s.value: c.get(s.value, 0) for s in Status}
+
+
+def verdict(ls: list[Leaf], found_output: bool = True) -> Verdict:
+    if not found_output:
+        return Verdict.CRASHED
+    statuses = {leaf.result.status for leaf in ls}
+    if Status.CRASHED in statuses:
+        return Verdict.CRASHED
+    if statuses & {Status.FAIL, Status.TIMEOUT, Status.ERROR}:
+        return Verdict.FAILED
+    if statuses & {Status.PASS, Status.XFAIL, Status.TODO}:
+        return Verdict.PASSED
+    return Verdict.SKIPPED if ls else Verdict.CRASHED
+
+
+@dataclass
+class RunInfo:
+    """Where the results came from."""
+
+    arch: str = ""
+    variant: str = ""
+    kernel_version: str = ""
+    source_id: str = ""
+    console: str = ""  # path of the captured console log
+    boot: str = ""  # e.g. "kvm" or "tcg"
+    note: str = ""  # infrastructure message (no KTAP, boot timeout, ...)
+
+
+@dataclass
+class RunResult:
+    info: RunInfo
+    tests: list[TestResult]
+    found_output: bool = True
+    console_tail: list[str] = field(default_factory=list)
+
+    def leaves(self) -> list[Leaf]:
+        return leaves(self.tests)
+
+    def verdict(self) -> Verdict:
+        return verdict(self.leaves(), self.found_output)
+
+    def test_id(self, leaf: Leaf) -> str:
+        return "/".join((self.info.arch or "-", self.info.variant or "-") + leaf.path)
+
+    def find(self, *path: str) -> TestResult | None:
+        level = self.tests
+        found = None
+        for name in path:
+            found = next((t for t in level if t.name == name), None)
+            if found is None:
+                return None
+            level = found.children
+        return found
+
+    def to_dict(self) -> dict:
+        ls = self.leaves()
+        return {
+            "schema": "allocprof-ktest/results/1",
+            "info": vars(self.info),
+            "verdict": self.verdict().value,
+            "found_output": self.found_output,
+            "totals": totals(ls),
+            "tests": [t.to_dict() for t in self.tests],
+            "leaves": [
+                {"id": self.test_id(leaf), "suite": leaf.suite, "case": leaf.case,
+                 "status": leaf.result.status.value}
+                for leaf in ls
+            ],
+            "console_tail": self.console_tail,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunResult:
+        return cls(
+            info=RunInfo(**d["info"]),
+            tests=[TestResult.from_dict(t) for t in d["tests"]],
+            found_output=d.get("found_output", True),
+            console_tail=list(d.get("console_tail", [])),
+        )
