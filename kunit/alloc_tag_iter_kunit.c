@@ -8,14 +8,11 @@
  */
 #include <kunit/test.h>
 #include <linux/gfp.h>
+#include <linux/kallsyms.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 
 #include "../../mm/slab.h"
-
-/* Bounds of the built-in tag section, emitted by the linker script. */
-extern struct alloc_tag __start_alloc_tags[];
-extern struct alloc_tag __stop_alloc_tags[];
 
 #define ITER_TEST_ALLOCS 3
 #define ITER_TEST_SIZE 100
@@ -41,16 +38,25 @@ static noinline void iter_probe_site(struct iter_probe *probe)
 	probe->func = __func__;
 }
 
+/*
+ * Bounds of the built-in tag section, looked up the way lib/codetag.c
+ * finds them for vmlinux.
+ */
+static struct alloc_tag *iter_start, *iter_stop;
+
 static void iter_skip_if_disabled(struct kunit *test)
 {
 	if (IS_ERR_OR_NULL(alloc_tag_cttype))
 		kunit_skip(test, "allocation tagging is not initialised");
+	iter_start = (struct alloc_tag *)kallsyms_lookup_name("__start_alloc_tags");
+	iter_stop = (struct alloc_tag *)kallsyms_lookup_name("__stop_alloc_tags");
+	KUNIT_ASSERT_NOT_NULL(test, iter_start);
+	KUNIT_ASSERT_NOT_NULL(test, iter_stop);
 }
 
 static bool ct_is_builtin(const struct codetag *ct)
 {
-	return (void *)ct >= (void *)__start_alloc_tags &&
-	       (void *)ct < (void *)__stop_alloc_tags;
+	return (void *)ct >= (void *)iter_start && (void *)ct < (void *)iter_stop;
 }
 
 /* Counts the tags the iterator returns; the list lock must be held. */
@@ -65,7 +71,7 @@ static size_t iter_count(size_t *builtin, size_t *out_of_order)
 	while ((ct = codetag_next_ct(&iter))) {
 		if (ct_is_builtin(ct)) {
 			/* vmlinux tags come first, in section order. */
-			if (ct != &__start_alloc_tags[*builtin].ct)
+			if (ct != &iter_start[*builtin].ct)
 				(*out_of_order)++;
 			(*builtin)++;
 		}
@@ -76,10 +82,10 @@ static size_t iter_count(size_t *builtin, size_t *out_of_order)
 
 static void codetag_walk_matches_section(struct kunit *test)
 {
-	size_t section = __stop_alloc_tags - __start_alloc_tags;
-	size_t builtin, out_of_order, total;
+	size_t section, builtin, out_of_order, total;
 
 	iter_skip_if_disabled(test);
+	section = iter_stop - iter_start;
 	codetag_lock_module_list(alloc_tag_cttype, true);
 	total = iter_count(&builtin, &out_of_order);
 	codetag_lock_module_list(alloc_tag_cttype, false);

@@ -103,8 +103,10 @@ def _parse_result_rest(rest: str) -> tuple[str, str, str]:
     """Split "name # DIRECTIVE reason" into (name, directive, reason)."""
     m = _DIRECTIVE.search(rest)
     if not m:
-        # A bare trailing "#" comment that is not a directive stays in the name.
-        return rest.strip(), "", ""
+        # A trailing comment that is not a directive ("# exit=1") is kept
+        # as the reason, out of the name.
+        name, _, comment = rest.partition(" # ")
+        return name.strip(), "", comment.strip()
     name = rest[: m.start()].strip()
     directive = m.group("d").upper() if m.group("d") != "error" else "error"
     reason = m.group("why").strip()

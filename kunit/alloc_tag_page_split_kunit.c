@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * KUnit tests for how memory allocation profiling follows pages that are
+ * split: every new piece takes a reference to the original tag (one more
+ * call, same bytes), and freeing a piece gives back one page and one call.
+ */
+#include <kunit/test.h>
+#include <linux/alloc_tag.h>
+#include <linux/gfp.h>
+#include <linux/mm.h>
+
+struct split_charge {
+	u64 bytes;
+	u64 calls;
+};
+
+static struct split_charge split_read(struct alloc_tag *tag)
+{
+	struct alloc_tag_counters c = alloc_tag_read(tag);
+
+	return (struct split_charge){ c.bytes, c.calls };
+}
+
+#define EXPECT_SPLIT(test, tag, base, npages, ncalls)			\
+	do {								\
+		struct split_charge __now = split_read(tag);		\
+		KUNIT_EXPECT_EQ_MSG(test, __now.bytes - (base).bytes,	\
+				    (u64)(npages) * PAGE_SIZE, "bytes");\
+		KUNIT_EXPECT_EQ_MSG(test, __now.calls - (base).calls,	\
+				    (u64)(ncalls), "calls");		\
+	} while (0)
+
+static void split_skip_unless_profiling(struct kunit *test)
+{
+	if (!mem_alloc_profiling_enabled())
+		kunit_skip(test, "memory allocation profiling is switched off");
+}
+
+static const unsigned int split_orders[] = { 1, 2, 3, 5 };
+
+static void split_order_desc(const unsigned int *order, char *desc)
+{
+	snprintf(desc, KUNIT_PARAM_DESC_SIZE, "order-%u", *order);
+}
+
+KUNIT_ARRAY_PARAM(split_order, split_orders, split_order_desc);
+
+static void split_page_counts_every_piece(struct kunit *test)
+{
+	unsigned int order = *(const unsigned int *)test->param_value;
+	unsigned int nr = 1U << order, i;
+	DEFINE_ALLOC_TAG(tag);
+	struct split_charge base;
+	struct page *page;
+
+	split_skip_unless_profiling(test);
+	base = split_read(&tag);
+	page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, order));
+	KUNIT_ASSERT_NOT_NULL(test, page);
+	EXPECT_SPLIT(test, &tag, base, nr, 1);
+
+	split_page(page, order);
+	EXPECT_SPLIT(test, &tag, base, nr, nr);
+
+	/* Free from the tail so the head's tag is checked last. */
+	for (i = nr; i > 0; i--) {
+		__free_page(page + i - 1);
+		EXPECT_SPLIT(test, &tag, base, i - 1, i - 1);
+	}
+}
+
+static void alloc_pages_exact_counts_kept_pages(struct kunit *test)
+{
+	static const unsigned int npages[] = { 1, 3, 5, 7 };
+	DEFINE_ALLOC_TAG(tag);
+	struct split_charge base;
+	void *p;
+	int i;
+
+	split_skip_unless_profiling(test);
+	for (i = 0; i < ARRAY_SIZE(npages); i++) {
+		base = split_read(&tag);
+		p = alloc_hooks_tag(&tag, alloc_pages_exact_noprof(npages[i] * PAGE_SIZE,
+								  GFP_KERNEL));
+		KUNIT_ASSERT_NOT_NULL(test, p);
+		/* The order-N block is split and the unused tail freed. */
+		EXPECT_SPLIT(test, &tag, base, npages[i], npages[i]);
+		free_pages_exact(p, npages[i] * PAGE_SIZE);
+		EXPECT_SPLIT(test, &tag, base, 0, 0);
+	}
+}
+
+static void free_pages_with_extra_reference(struct kunit *test)
+{
+	const unsigned int order = 2;
+	DEFINE_ALLOC_TAG(tag);
+	struct split_charge base;
+	struct page *page;
+
+	split_skip_unless_profiling(test);
+	base = split_read(&tag);
+	page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, order));
+	KUNIT_ASSERT_NOT_NULL(test, page);
+	get_page(page);
+
+	/*
+	 * The extra reference keeps the first page; __free_pages() frees
+	 * the others and must give back their bytes. The call stays with
+	 * the page that is still allocated.
+	 */
+	__free_pages(page, order);
+	EXPECT_SPLIT(test, &tag, base, 1, 1);
+	put_page(page);
+	EXPECT_SPLIT(test, &tag, base, 0, 0);
+}
+
+static struct kunit_case alloc_tag_page_split_cases[] = {
+	KUNIT_CASE_PARAM(split_page_counts_every_piece, split_order_gen_params),
+	KUNIT_CASE(alloc_pages_exact_counts_kept_pages),
+	KUNIT_CASE(free_pages_with_extra_reference),
+	{}
+};
+
+static struct kunit_suite alloc_tag_page_split_suite = {
+	.name = "alloc_tag_page_split",
+	.test_cases = alloc_tag_page_split_cases,
+};
+
+kunit_test_suite(alloc_tag_page_split_suite);
+
+MODULE_DESCRIPTION("KUnit tests for memory allocation profiling of split pages");
+MODULE_LICENSE("GPL");

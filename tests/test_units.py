@@ -1,0 +1,107 @@
+"""Unit tests of the runner's small pieces: config checks, overlay,
+source collection, CLI error handling and reports."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner import kconfig, overlay
+from runner.cli import main
+from runner.errors import UserError
+from runner.kunit_cases import all_suites
+from runner.results import Status
+from runner.targets import targets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_not_stuck_lists_every_option_that_differs(tmp_path):
+    dot = tmp_path / ".config"
+    dot.write_text("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=m\n")
+    want = {"CONFIG_A": "y", "CONFIG_B": "y", "CONFIG_C": "y", "CONFIG_D": "n",
+            "CONFIG_E": "y"}
+    bad = kconfig.not_stuck(want, dot)
+    assert bad == ["CONFIG_B=y (got n)", "CONFIG_C=y (got m)", "CONFIG_E=y (got unset)"]
+
+
+def test_fragments_exist_for_every_arch_and_variant():
+    for t in targets("x86_64,arm64,riscv64", "default,debug,default-off,off"):
+        frags = kconfig.fragments(t)
+        want = kconfig.wanted(frags)
+        if t.variant == "off":
+            assert want["CONFIG_MEM_ALLOC_PROFILING"] == "n"
+        else:
+            assert want["CONFIG_MEM_ALLOC_PROFILING"] == "y"
+            assert want["CONFIG_ALLOC_TAG_KUNIT_TEST"] == "y"
+
+
+def test_unknown_arch_or_variant_is_a_user_error():
+    with pytest.raises(UserError, match="unknown arch 'sparc'"):
+        targets("sparc", None)
+    with pytest.raises(UserError, match="unknown variant 'fast'"):
+        targets(None, "fast")
+
+
+def test_kunit_sources_declare_suites():
+    suites = {s.name: s for s in all_suites()}
+    assert "alloc_tag_iter" in suites
+    assert "codetag_finds_test_tag" in suites["alloc_tag_iter"].cases
+    for s in suites.values():
+        assert s.cases, s.name
+
+
+def test_overlay_is_idempotent(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "Kconfig.debug").write_text('menu "x"\nsource "lib/Kconfig.kasan"\nendmenu\n')
+    (lib / "Makefile").write_text("obj-y += a.o\n")
+    (lib / "alloc_tag.c").write_text("int x;\n")
+    first = overlay.apply(tmp_path)
+    assert "lib/Makefile" in first and "lib/alloc_tag.c" in first
+    assert overlay.apply(tmp_path) == []
+    kc = (lib / "Kconfig.debug").read_text()
+    assert kc.index("alloc_tag_kunit/Kconfig") < kc.index("Kconfig.kasan")
+    assert (lib / "alloc_tag.c").read_text().count("alloc_tag_iter_kunit.c") == 1
+
+
+def test_parse_exit_codes(tmp_path, capsys):
+    good = tmp_path / "good.log"
+    good.write_text("KTAP version 1\n1..2\nok 1 a\nok 2 b # SKIP nope\n")
+    assert main(["parse", str(good), "--json", str(tmp_path / "r.json"),
+                 "--junit", str(tmp_path / "r.xml")]) == 0
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["runs"][0]["verdict"] == "passed"
+    assert doc["runs"][0]["totals"]["skip"] == 1
+    xml = (tmp_path / "r.xml").read_text()
+    assert xml.count("<testcase") == 2 and "<skipped" in xml
+
+    bad = tmp_path / "bad.log"
+    bad.write_text("KTAP version 1\n1..2\nok 1 a\n")
+    assert main(["parse", str(bad)]) == 1
+
+    empty = tmp_path / "empty.log"
+    empty.write_bytes(b"")
+    assert main(["parse", str(empty)]) == 1
+    assert "no KTAP output found" in capsys.readouterr().out
+
+
+def test_parse_missing_file_is_one_line(tmp_path, capsys):
+    assert main(["parse", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+
+
+def test_parse_from_stdin_and_binary_junk():
+    p = subprocess.run([sys.executable, "-m", "runner", "parse", "-"],
+                       input=b"\x00\xff\xfe" * 1000, capture_output=True, cwd=ROOT)
+    assert p.returncode == 1
+    assert b"Traceback" not in p.stderr
+    assert b"no KTAP output found" in p.stdout
+
+
+def test_status_is_ok():
+    assert Status.SKIP.is_ok and Status.XFAIL.is_ok
+    assert not Status.CRASHED.is_ok and not Status.FAIL.is_ok
