@@ -82,6 +82,53 @@ static struct charge object_charge(const void *p)
 				    (u64)(dcalls), "calls");		\
 	} while (0)
 
+/*
+ * DEFINE_ALLOC_TAG() names its per-CPU counters the same way every time,
+ * so a function can define only one tag: tests that need several get
+ * them from these helpers.
+ */
+static struct alloc_tag *krealloc_first_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
+static struct alloc_tag *krealloc_grow_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
+static struct alloc_tag *krealloc_shrink_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
+static struct alloc_tag *bulk_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
+static struct alloc_tag *mempool_create_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
+static struct alloc_tag *outer_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
 static void kmalloc_charges_slab_object_size(struct kunit *test)
 {
 	static const size_t sizes[] = { 8, 24, 100, 192, 1000, 4000 };
@@ -123,42 +170,42 @@ static void kmalloc_large_charges_pages(struct kunit *test)
 
 static void krealloc_moves_charge_with_object(struct kunit *test)
 {
-	DEFINE_ALLOC_TAG(first);
-	DEFINE_ALLOC_TAG(grow);
-	DEFINE_ALLOC_TAG(shrink);
+	struct alloc_tag *first = krealloc_first_tag();
+	struct alloc_tag *grow = krealloc_grow_tag();
+	struct alloc_tag *shrink = krealloc_shrink_tag();
 	struct charge b1, b2, b3, c;
 	void *p, *q, *r;
 
 	skip_unless_profiling(test);
-	b1 = tag_charge(&first);
-	b2 = tag_charge(&grow);
-	b3 = tag_charge(&shrink);
-	p = alloc_hooks_tag(&first, kmalloc_noprof(64, GFP_KERNEL));
+	b1 = tag_charge(first);
+	b2 = tag_charge(grow);
+	b3 = tag_charge(shrink);
+	p = alloc_hooks_tag(first, kmalloc_noprof(64, GFP_KERNEL));
 	KUNIT_ASSERT_NOT_NULL(test, p);
-	EXPECT_CHARGE(test, &first, b1, object_charge(p).bytes, 1);
+	EXPECT_CHARGE(test, first, b1, object_charge(p).bytes, 1);
 
 	/* Growing past the slot moves the object: the new site pays. */
-	q = alloc_hooks_tag(&grow, krealloc_noprof(p, 2048, GFP_KERNEL));
+	q = alloc_hooks_tag(grow, krealloc_noprof(p, 2048, GFP_KERNEL));
 	KUNIT_ASSERT_NOT_NULL(test, q);
 	KUNIT_EXPECT_PTR_NE(test, p, q);
 	c = object_charge(q);
-	EXPECT_CHARGE(test, &first, b1, 0, 0);
-	EXPECT_CHARGE(test, &grow, b2, c.bytes, 1);
+	EXPECT_CHARGE(test, first, b1, 0, 0);
+	EXPECT_CHARGE(test, grow, b2, c.bytes, 1);
 
 	/* Shrinking fits in place: nothing moves, nothing is re-charged. */
-	r = alloc_hooks_tag(&shrink, krealloc_noprof(q, 16, GFP_KERNEL));
+	r = alloc_hooks_tag(shrink, krealloc_noprof(q, 16, GFP_KERNEL));
 	KUNIT_ASSERT_PTR_EQ(test, q, r);
-	EXPECT_CHARGE(test, &grow, b2, c.bytes, 1);
-	EXPECT_CHARGE(test, &shrink, b3, 0, 0);
+	EXPECT_CHARGE(test, grow, b2, c.bytes, 1);
+	EXPECT_CHARGE(test, shrink, b3, 0, 0);
 
 	kfree(r);
-	EXPECT_CHARGE(test, &grow, b2, 0, 0);
+	EXPECT_CHARGE(test, grow, b2, 0, 0);
 }
 
 static void kmem_cache_alloc_and_bulk(struct kunit *test)
 {
+	struct alloc_tag *btag = bulk_tag();
 	DEFINE_ALLOC_TAG(tag);
-	DEFINE_ALLOC_TAG(bulk_tag);
 	struct kmem_cache *s;
 	struct charge base, bbase;
 	void *objs[16];
@@ -176,15 +223,15 @@ static void kmem_cache_alloc_and_bulk(struct kunit *test)
 	kmem_cache_free(s, p);
 	EXPECT_CHARGE(test, &tag, base, 0, 0);
 
-	bbase = tag_charge(&bulk_tag);
-	n = alloc_hooks_tag(&bulk_tag,
+	bbase = tag_charge(btag);
+	n = alloc_hooks_tag(btag,
 			    kmem_cache_alloc_bulk_noprof(s, GFP_KERNEL,
 							 ARRAY_SIZE(objs), objs));
 	KUNIT_ASSERT_EQ(test, n, (int)ARRAY_SIZE(objs));
-	EXPECT_CHARGE(test, &bulk_tag, bbase, ARRAY_SIZE(objs) * s->size,
+	EXPECT_CHARGE(test, btag, bbase, ARRAY_SIZE(objs) * s->size,
 		      ARRAY_SIZE(objs));
 	kmem_cache_free_bulk(s, ARRAY_SIZE(objs), objs);
-	EXPECT_CHARGE(test, &bulk_tag, bbase, 0, 0);
+	EXPECT_CHARGE(test, btag, bbase, 0, 0);
 	kmem_cache_destroy(s);
 }
 
@@ -326,7 +373,7 @@ static void mempool_lifecycle(struct kunit *test)
 {
 	const size_t elem = 100;
 	const int min_nr = 4;
-	DEFINE_ALLOC_TAG(create_tag);
+	struct alloc_tag *create_tag = mempool_create_tag();
 	DEFINE_ALLOC_TAG(alloc_tag);
 	struct charge cbase, abase;
 	u64 expect_bytes;
@@ -335,8 +382,8 @@ static void mempool_lifecycle(struct kunit *test)
 	int i;
 
 	skip_unless_profiling(test);
-	cbase = tag_charge(&create_tag);
-	pool = alloc_hooks_tag(&create_tag,
+	cbase = tag_charge(create_tag);
+	pool = alloc_hooks_tag(create_tag,
 			       mempool_create_node_noprof(min_nr, mempool_kmalloc,
 							  mempool_kfree, (void *)elem,
 							  GFP_KERNEL, NUMA_NO_NODE));
@@ -350,19 +397,19 @@ static void mempool_lifecycle(struct kunit *test)
 	for (i = 0; i < pool->curr_nr; i++)
 		expect_bytes += object_charge(pool->elements[i]).bytes;
 	KUNIT_EXPECT_EQ(test, pool->curr_nr, min_nr);
-	EXPECT_CHARGE(test, &create_tag, cbase, expect_bytes, 1 + min_nr);
+	EXPECT_CHARGE(test, create_tag, cbase, expect_bytes, 1 + min_nr);
 
 	/* mempool_alloc() allocates afresh while it can: its site pays. */
 	abase = tag_charge(&alloc_tag);
 	p = alloc_hooks_tag(&alloc_tag, mempool_alloc_noprof(pool, GFP_KERNEL));
 	KUNIT_ASSERT_NOT_NULL(test, p);
 	EXPECT_CHARGE(test, &alloc_tag, abase, object_charge(p).bytes, 1);
-	EXPECT_CHARGE(test, &create_tag, cbase, expect_bytes, 1 + min_nr);
+	EXPECT_CHARGE(test, create_tag, cbase, expect_bytes, 1 + min_nr);
 	mempool_free(p, pool);	/* pool is full: the element is freed */
 	EXPECT_CHARGE(test, &alloc_tag, abase, 0, 0);
 
 	mempool_destroy(pool);
-	EXPECT_CHARGE(test, &create_tag, cbase, 0, 0);
+	EXPECT_CHARGE(test, create_tag, cbase, 0, 0);
 }
 
 struct rht_test_obj {
@@ -422,27 +469,27 @@ static void rhashtable_growth_charged_to_init_site(struct kunit *test)
 
 static void nested_tags_charge_inner_only(struct kunit *test)
 {
-	DEFINE_ALLOC_TAG(outer);
+	struct alloc_tag *outer = outer_tag();
 	DEFINE_ALLOC_TAG(inner);
 	struct alloc_tag *saved = current->alloc_tag;
 	struct charge obase, ibase;
 	void *p;
 
 	skip_unless_profiling(test);
-	obase = tag_charge(&outer);
+	obase = tag_charge(outer);
 	ibase = tag_charge(&inner);
-	p = alloc_hooks_tag(&outer, ({
+	p = alloc_hooks_tag(outer, ({
 		struct alloc_tag *seen = current->alloc_tag;
 		void *q = alloc_hooks_tag(&inner, kmalloc_noprof(128, GFP_KERNEL));
 
-		KUNIT_EXPECT_PTR_EQ(test, seen, &outer);
-		KUNIT_EXPECT_PTR_EQ(test, current->alloc_tag, &outer);
+		KUNIT_EXPECT_PTR_EQ(test, seen, outer);
+		KUNIT_EXPECT_PTR_EQ(test, current->alloc_tag, outer);
 		q;
 	}));
 	KUNIT_ASSERT_NOT_NULL(test, p);
 	KUNIT_EXPECT_PTR_EQ(test, current->alloc_tag, saved);
 	EXPECT_CHARGE(test, &inner, ibase, object_charge(p).bytes, 1);
-	EXPECT_CHARGE(test, &outer, obase, 0, 0);
+	EXPECT_CHARGE(test, outer, obase, 0, 0);
 	kfree(p);
 	EXPECT_CHARGE(test, &inner, ibase, 0, 0);
 }

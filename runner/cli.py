@@ -123,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"runner: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # e.g. ENOSPC or EACCES on the cache or results directory.
+        print(f"runner: error: {e.strerror}: {e.filename or ''} (check disk space and "
+              "permissions, or set ALLOCPROF_CACHE)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("runner: interrupted; the next run picks up where this one stopped",
               file=sys.stderr)

@@ -38,8 +38,11 @@ _CRASH = re.compile(
     r"Kernel panic - not syncing|BUG: |Oops: |Oops\[|general protection fault"
     r"|Unable to handle kernel|kernel BUG at|Internal error: "
 )
-# Lines worth a regex: everything else is noise on the fast path.
-_INTERESTING = re.compile(r"ok|TAP version|1\.\.|#|Bail out|BUG|Oops|panic|fault|error")
+# Lines worth a closer look; everything else is noise on the fast path.
+_HOT = re.compile(
+    r"ok|TAP version|1\.\.|#|Bail out|BUG|Oops|panic|fault|Unable to handle|Internal error"
+)
+_CALLER = re.compile(r"^\[\s*[TC]\d+\]\s?")
 
 LOG_LIMIT = 400  # lines kept per test log (head and tail halves)
 DIAG_LIMIT = 400  # diagnostic lines kept per test
@@ -142,24 +145,40 @@ class Parser:
         self.crash: list[str] = []
         self.oops_left = 0
         self.tail: deque[str] = deque(maxlen=60)
-        self.last_ts: float | None = None
 
     # -- line handling -------------------------------------------------
     def feed(self, raw: str) -> None:
         raw = raw.rstrip("\r\n")
-        m = _PRINTK.match(raw)
-        ts = None
-        if m and m.end():
-            if m.group("ts"):
-                ts = float(m.group("ts"))
-                self.last_ts = ts
-            line = raw[m.end():]
-        else:
-            line = raw
         self.tail.append(raw)
+        ts = None
+        line = raw
+        # printk prefixes, by hand on the common "[ stamp] " form: this is
+        # the hot path of a large console.
+        if raw[:1] == "[":
+            close = raw.find("] ", 1, 24)
+            if close > 0:
+                stamp = raw[1:close].strip()
+                if stamp.replace(".", "", 1).isdigit():
+                    ts = float(stamp)
+                    line = raw[close + 2:]
+                    if line[:1] == "[" and _CALLER.match(line):
+                        line = line[_CALLER.match(line).end():]
+        elif raw[:1] == "<":
+            m = _PRINTK.match(raw)
+            if m and m.end():
+                ts = float(m.group("ts")) if m.group("ts") else None
+                line = raw[m.end():]
         if self.oops_left:
             self.oops_left -= 1
             self._attach_crash(line)
+            return
+        hot = _HOT.search(line)
+        if hot is None and (not self.stack or not line[:1].isspace()):
+            if self.stack:
+                lv = self.stack[-1]
+                if lv.start_ts is None:
+                    lv.start_ts = ts
+                lv.log.append(line)
             return
         if _CRASH.search(line):
             self._on_crash(line)
@@ -167,9 +186,6 @@ class Parser:
         if not self.stack:
             if "TAP version" not in line:
                 return
-        elif not line[:1].isspace() and not _INTERESTING.search(line):
-            self._noise(line, ts)
-            return
         if self.doc_prefix:
             if not line.startswith(self.doc_prefix):
                 if _HEADER_ANYWHERE.search(line):

@@ -42,14 +42,13 @@ def add_missing_expected(tests: list[TestResult], reason: str) -> None:
             tests.append(found)
             by_name[suite.name] = found
         have = {c.name for c in found.children}
-        for case in suite.cases:
-            if case not in have:
-                found.children.append(
-                    TestResult(name=case, status=Status.CRASHED, reason=reason))
-        # Placeholders from a short plan are replaced by the named cases.
-        if any(c.name not in have for c in suite.cases):
+        unreported = [c for c in suite.cases if c not in have]
+        if unreported:
+            # Placeholders from a short plan give way to the named cases.
             found.children = [c for c in found.children
                               if not c.name.startswith("missing-")]
+            found.children += [TestResult(name=c, status=Status.CRASHED, reason=reason)
+                               for c in unreported]
         if any(c.status == Status.CRASHED for c in found.children):
             if found.status.is_ok:
                 found.status = Status.CRASHED
