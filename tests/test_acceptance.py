@@ -1,0 +1,87 @@
+"""End to end on a real kernel: built from source, booted under QEMU by
+virtme-ng, its console parsed. Marked `kernel`: minutes from a cold cache,
+seconds once the build is cached."""
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from runner.kunit_cases import all_suites
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.kernel
+
+
+def runner(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd,
+                          capture_output=True, text=True, check=False,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def declared_cases() -> set[tuple[str, str]]:
+    return {(s.name, c) for s in all_suites() for c in s.cases}
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    p = runner("run", "--results-dir", str(out), cwd=ROOT)
+    runs = list(out.glob("*/results.json"))
+    return p, out, runs
+
+
+def test_default_suite_passes_on_real_kernel(default_run):
+    p, out, runs = default_run
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    doc = json.loads(runs[0].read_text())
+    run = doc["runs"][0]
+    assert run["verdict"] == "passed"
+    assert run["info"]["kernel_version"].startswith("6.12.")
+    assert run["info"]["source_id"].startswith("linux-source-6.12:")
+    assert run["info"]["boot"] in ("kvm", "tcg")
+    console = Path(run["info"]["console"])
+    assert "KTAP version 1" in console.read_text(errors="replace")
+    reported = {(leaf["suite"].split("/")[0], leaf["suite"].split("/")[1]
+                 if "/" in leaf["suite"] else leaf["case"]) for leaf in run["leaves"]}
+    for suite, case in declared_cases():
+        assert (suite, case) in reported, f"{suite}.{case} not reported"
+
+
+def test_junit_has_one_testcase_per_kernel_test(default_run):
+    _, out, runs = default_run
+    doc = json.loads(runs[0].read_text())
+    tree = ET.parse(runs[0].parent / "junit.xml")
+    cases = tree.getroot().findall(".//testcase")
+    assert len(cases) == len(doc["runs"][0]["leaves"])
+    props = {p.get("name"): p.get("value") for p in tree.getroot().iter("property")}
+    assert props["arch"] == "x86_64" and props["variant"] == "default"
+
+
+def test_recorded_console_reparses_identically(default_run):
+    _, out, runs = default_run
+    doc = json.loads(runs[0].read_text())
+    console = doc["runs"][0]["info"]["console"]
+    p = runner("parse", console, "--json", str(out / "reparsed.json"), cwd=ROOT)
+    assert p.returncode == 0
+    again = json.loads((out / "reparsed.json").read_text())["runs"][0]
+    assert [leaf["status"] for leaf in again["leaves"]] == \
+        [leaf["status"] for leaf in doc["runs"][0]["leaves"]]
+
+
+def test_tests_that_never_report_fail_with_console_tail(tmp_path):
+    # KUnit switched off on the command line: the kernel boots and exits
+    # cleanly but reports nothing, so every declared case must fail.
+    p = runner("run", "--results-dir", str(tmp_path), "--append", "kunit.enable=0",
+               cwd=ROOT)
+    assert p.returncode == 1, p.stderr[-2000:]
+    run = json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"][0]
+    assert run["verdict"] == "crashed"
+    assert {leaf["status"] for leaf in run["leaves"]} == {"crashed"}
+    assert len(run["leaves"]) >= len(declared_cases())
+    assert run["console_tail"], "failure needs the console tail"
+    assert "CRASHED" in p.stdout
