@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import pipeline, report
+from runner import console_checks, pipeline, report
 from runner.errors import UserError
 from runner.kunit_cases import suites_in
 from runner.paths import cache_root
@@ -22,6 +22,7 @@ from runner.targets import Target, targets
 
 ROOT = Path(__file__).resolve().parent
 KUNIT_DIR = ROOT / "kunit"
+CONSOLE_CHECKS = ROOT / "kernel" / "console-checks.txt"
 RUN_DIR_KEY = "allocprof_run_dir"
 
 
@@ -83,6 +84,8 @@ def _targets(config: pytest.Config) -> list[Target]:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.suffix == ".c" and file_path.parent == KUNIT_DIR:
         return KunitFile.from_parent(parent, path=file_path)
+    if file_path == CONSOLE_CHECKS:
+        return ConsoleChecksFile.from_parent(parent, path=file_path)
     return None
 
 
@@ -90,6 +93,14 @@ class KunitFile(pytest.File):
     def collect(self):
         for suite in suites_in(self.path):
             yield KunitSuite.from_parent(self, name=suite.name, cases=suite.cases)
+
+
+class ConsoleChecksFile(pytest.File):
+    """kernel/console-checks.txt: whole-console checks, one item each."""
+
+    def collect(self):
+        names = tuple(c.name for c in console_checks.checks(self.path))
+        yield KunitSuite.from_parent(self, name=console_checks.SUITE, cases=names)
 
 
 class KunitSuite(pytest.Collector):

@@ -234,12 +234,112 @@ static void codetag_counters_follow_allocations(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, after.calls, before.calls);
 }
 
+#define TOP_USERS 4
+#define TOP_MAX_BLOCKS 64
+
+static struct alloc_tag *top_users_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
+static void top_users_puts_large_allocation_first(struct kunit *test)
+{
+	struct alloc_tag *tag = top_users_tag();
+	const unsigned int order = min(9, MAX_PAGE_ORDER);
+	struct codetag_bytes top[TOP_USERS];
+	struct page **blocks;
+	s64 ours = 0;
+	size_t nr;
+	int n = 0;
+
+	iter_skip_if_disabled(test);
+	if (!mem_alloc_profiling_enabled())
+		kunit_skip(test, "memory allocation profiling is switched off");
+	blocks = kunit_kcalloc(test, TOP_MAX_BLOCKS, sizeof(*blocks), GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, blocks);
+
+	/* Outgrow whatever is the largest user now. */
+	nr = alloc_tag_top_users(top, 1, true);
+	KUNIT_ASSERT_EQ(test, nr, 1);
+	while (ours <= top[0].bytes && n < TOP_MAX_BLOCKS) {
+		blocks[n] = alloc_hooks_tag(tag, alloc_pages_noprof(GFP_KERNEL, order));
+		if (!blocks[n])
+			break;
+		ours += PAGE_SIZE << order;
+		n++;
+	}
+	KUNIT_ASSERT_GT_MSG(test, ours, top[0].bytes, "could not outgrow %s:%u",
+			    top[0].ct->filename, top[0].ct->lineno);
+
+	nr = alloc_tag_top_users(top, TOP_USERS, true);
+	KUNIT_EXPECT_EQ(test, nr, TOP_USERS);
+	KUNIT_EXPECT_PTR_EQ(test, top[0].ct, &tag->ct);
+	KUNIT_EXPECT_EQ(test, top[0].bytes, ours);
+	/* Sorted by bytes, largest first. */
+	KUNIT_EXPECT_GE(test, top[0].bytes, top[1].bytes);
+	KUNIT_EXPECT_GE(test, top[1].bytes, top[2].bytes);
+
+	while (n--)
+		__free_pages(blocks[n], order);
+	KUNIT_EXPECT_EQ(test, alloc_tag_read(tag).bytes, 0);
+}
+
+#ifdef CONFIG_SYSCTL
+static struct alloc_tag *switch_tag(void)
+{
+	DEFINE_ALLOC_TAG(tag);
+
+	return &tag;
+}
+
+static void runtime_switch_stops_and_resumes_counting(struct kunit *test)
+{
+	bool was_enabled = mem_alloc_profiling_enabled();
+	struct alloc_tag *tag = switch_tag();
+	struct alloc_tag_counters before, off, on;
+	void *p, *q;
+
+	iter_skip_if_disabled(test);
+	/* Read-only with DEBUG=y or when booted with =never (or unset). */
+	if (memory_allocation_profiling_sysctls[0].mode != 0644)
+		kunit_skip(test, "vm.mem_profiling is read-only in this kernel");
+
+	static_branch_disable(&mem_alloc_profiling_key);
+	before = alloc_tag_read(tag);
+	p = alloc_hooks_tag(tag, kmalloc_noprof(ITER_TEST_SIZE, GFP_KERNEL));
+	KUNIT_ASSERT_NOT_NULL(test, p);
+	off = alloc_tag_read(tag);
+	kfree(p);
+
+	static_branch_enable(&mem_alloc_profiling_key);
+	q = alloc_hooks_tag(tag, kmalloc_noprof(ITER_TEST_SIZE, GFP_KERNEL));
+	KUNIT_ASSERT_NOT_NULL(test, q);
+	on = alloc_tag_read(tag);
+	kfree(q);
+	if (!was_enabled)
+		static_branch_disable(&mem_alloc_profiling_key);
+
+	KUNIT_EXPECT_EQ(test, off.bytes, before.bytes);
+	KUNIT_EXPECT_EQ(test, off.calls, before.calls);
+	KUNIT_EXPECT_EQ(test, on.bytes - before.bytes,
+			(u64)virt_to_slab(q)->slab_cache->size);
+	KUNIT_EXPECT_EQ(test, on.calls - before.calls, 1);
+	KUNIT_EXPECT_EQ(test, alloc_tag_read(tag).bytes, before.bytes);
+}
+#endif
+
 static struct kunit_case alloc_tag_iter_cases[] = {
 	KUNIT_CASE(codetag_walk_matches_section),
 	KUNIT_CASE(codetag_walk_is_repeatable),
 	KUNIT_CASE(codetag_fields_valid),
 	KUNIT_CASE(codetag_finds_test_tag),
 	KUNIT_CASE(codetag_counters_follow_allocations),
+	KUNIT_CASE(top_users_puts_large_allocation_first),
+#ifdef CONFIG_SYSCTL
+	KUNIT_CASE(runtime_switch_stops_and_resumes_counting),
+#endif
 	{}
 };
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import boot, build, ktap, source
+from runner import boot, build, console_checks, ktap, source
 from runner.errors import UserError
 from runner.kunit_cases import all_suites
 from runner.lock import exclusive
@@ -65,6 +65,8 @@ def results_from_console(console: Path, info: RunInfo, completed: bool) -> RunRe
     else:
         why = "no result in the console"
     add_missing_expected(tests, why)
+    if parsed.found_ktap and completed:
+        tests.append(console_checks.run(console))
     result = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
                        console_tail=parsed.tail[-CONSOLE_TAIL:])
     if not parsed.found_ktap:

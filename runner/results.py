@@ -104,7 +104,7 @@ def _unique(names: list[str]) -> list[str]:
 
 def leaves(tests: list[TestResult], prefix: tuple[str, ...] = ()) -> list[Leaf]:
     out: list[Leaf] = []
-    for name, t in zip(_unique([t.name for t in tests]), tests):
+    for name, t in zip(_unique([t.name for t in tests]), tests, strict=True):
         path = prefix + (name,)
         if t.children:
             out.extend(leaves(t.children, path))

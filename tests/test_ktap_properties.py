@@ -47,7 +47,7 @@ def test_truncation_never_loses_or_passes_a_missing_test(spec, data):
     ls = leaves(out.tests)
     # Every declared suite is present, each with all its declared cases.
     assert len(out.tests) == len(spec)
-    for suite_result, (_, cases) in zip(out.tests, spec):
+    for suite_result, (_, cases) in zip(out.tests, spec, strict=True):
         if suite_result.children or suite_result.status == Status.PASS:
             assert len(suite_result.children) == len(cases)
     # A test is a pass only if its own result line survived the cut.
