@@ -15,7 +15,7 @@ import pytest
 
 from runner import console_checks, pipeline, report
 from runner.errors import UserError
-from runner.kunit_cases import suites_in
+from runner.kunit_cases import selftest_suite, suites_in
 from runner.paths import cache_root
 from runner.results import RunResult, Status, TestResult
 from runner.targets import Target, targets
@@ -23,6 +23,7 @@ from runner.targets import Target, targets
 ROOT = Path(__file__).resolve().parent
 KUNIT_DIR = ROOT / "kunit"
 CONSOLE_CHECKS = ROOT / "kernel" / "console-checks.txt"
+SELFTEST_DIR = ROOT / "selftests" / "alloc_tag"
 RUN_DIR_KEY = "allocprof_run_dir"
 
 
@@ -84,6 +85,8 @@ def _targets(config: pytest.Config) -> list[Target]:
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
     if file_path.suffix == ".c" and file_path.parent == KUNIT_DIR:
         return KunitFile.from_parent(parent, path=file_path)
+    if file_path.parent == SELFTEST_DIR and file_path.name.endswith("_test.c"):
+        return SelftestFile.from_parent(parent, path=file_path)
     if file_path == CONSOLE_CHECKS:
         return ConsoleChecksFile.from_parent(parent, path=file_path)
     return None
@@ -93,6 +96,14 @@ class KunitFile(pytest.File):
     def collect(self):
         for suite in suites_in(self.path):
             yield KunitSuite.from_parent(self, name=suite.name, cases=suite.cases)
+
+
+class SelftestFile(pytest.File):
+    """A kselftest_harness program: one item per TEST()."""
+
+    def collect(self):
+        suite = selftest_suite(self.path)
+        yield KunitSuite.from_parent(self, name=suite.name, cases=suite.cases)
 
 
 class ConsoleChecksFile(pytest.File):

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import kconfig, tools
+from runner import kconfig, overlay, tools
 from runner.errors import UserError
 from runner.lock import exclusive
 from runner.paths import ccache_dir
@@ -28,6 +28,10 @@ class Built:
     build_dir: Path
     log: Path
     rebuilt: bool
+    selftests: Path | None = None  # directory of the built selftest programs
+
+    def config(self) -> dict[str, str]:
+        return kconfig.read_options(self.build_dir / ".config")
 
 
 def build_dir(cache: Path, src: PreparedSource, target: Target) -> Path:
@@ -46,8 +50,10 @@ def make_env(target: Target, cache: Path) -> dict[str, str]:
     env["KBUILD_BUILD_HOST"] = "ktest"
     env["CCACHE_DIR"] = str(ccache_dir(cache))
     env.setdefault("CCACHE_MAXSIZE", "5G")
-    env["CCACHE_BASEDIR"] = str(cache)
-    env["CCACHE_NOHASHDIR"] = "1"
+    # No CCACHE_BASEDIR: ccache would rewrite the source paths to relative
+    # ones but not kbuild's -fmacro-prefix-map, and __FILE__ (so every
+    # tag's file name in /proc/allocinfo) would keep the build's path.
+    env.pop("CCACHE_BASEDIR", None)
     env["LC_ALL"] = "C"
     return env
 
@@ -131,3 +137,25 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
             raise UserError(f"kernel build failed for {target.name}: {err} (log: {log})")
         stamp.write_text(fp)
         return Built(image, bdir, log, rebuilt=True)
+
+
+def build_selftests(src: PreparedSource, target: Target, built: Built) -> Path:
+    """Builds selftests/alloc_tag for the target with its lib.mk Makefile
+    (statically linked, so the same binaries run on any guest root)."""
+    out = built.build_dir / "selftests" / "alloc_tag"
+    out.mkdir(parents=True, exist_ok=True)
+    log = built.build_dir / "selftests.log"
+    cc = compiler(target)
+    cmd = ["make", "-C", str(src.tree / overlay.SELFTEST_SUBDIR), f"OUTPUT={out}",
+           f"CC={cc}", "LDFLAGS=-static", "all"]
+    env = dict(os.environ, LC_ALL="C")
+    env.pop("ARCH", None)  # lib.mk's ARCH is the userspace one
+    with open(log, "w") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        p = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
+    if p.returncode != 0:
+        raise UserError(f"selftest build failed for {target.name}: {first_error(log)} "
+                        f"(log: {log})")
+    built.selftests = out
+    return out

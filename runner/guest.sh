@@ -1,19 +1,32 @@
 #!/bin/sh
-# Runs inside the test guest (vng --exec): copies out what the host cannot
-# read from the console, then reboots, which ends QEMU (-no-reboot) even
-# on a kernel built without ACPI power-off.
+# Runs inside the test guest (vng --exec):
+#   guest.sh OUTDIR [SELFTEST_DIR [NAME=VALUE ...]]
+# runs the selftests with NAME=VALUE in their environment, copies out what
+# the host cannot read from the console, then reboots, which ends QEMU
+# (-no-reboot) even on a kernel built without ACPI power-off.
 out="$1"
-shift
+selftests="${2:-}"
+[ $# -ge 2 ] && shift 2 || shift $#
+for kv in "$@"; do
+	export "$kv"
+done
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 uname -r > "$out/uname-r"
+cat /proc/cmdline > "$out/cmdline"
+[ -r /proc/sys/vm/mem_profiling ] && cat /proc/sys/vm/mem_profiling > "$out/mem_profiling"
+[ -r /proc/allocinfo ] && cat /proc/allocinfo > "$out/allocinfo"
+if [ -n "$selftests" ] && [ -d "$selftests" ]; then
+	for t in "$selftests"/*_test; do
+		[ -x "$t" ] || continue
+		name=$(basename "$t")
+		echo "runner-guest: running selftest $name"
+		(cd "$selftests" && timeout 120 "$t") > "$out/selftest-$name.ktap" 2>&1
+		echo "exit=$?" >> "$out/selftest-$name.exit"
+	done
+fi
 for dir in /sys/kernel/debug/kunit/*/; do
 	[ -r "$dir/results" ] && cp "$dir/results" "$out/kunit-$(basename "$dir").ktap"
 done
-[ -r /proc/allocinfo ] && cat /proc/allocinfo > "$out/allocinfo"
-if [ -r /proc/sys/vm/mem_profiling ]; then
-	cat /proc/sys/vm/mem_profiling > "$out/mem_profiling"
-fi
-cat /proc/cmdline > "$out/cmdline"
 echo ok > "$out/guest-done"
 sync
 echo "runner-guest: done"

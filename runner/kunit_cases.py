@@ -53,3 +53,24 @@ def all_suites(directory: Path | None = None) -> list[Suite]:
     for f in sorted(d.glob("*.c")):
         out.extend(suites_in(f))
     return out
+
+
+_HARNESS_TEST = re.compile(r"^TEST(?:_F)?\(\s*(?:(\w+)\s*,\s*)?(\w+)\s*\)", re.M)
+
+
+def selftest_suite(path: Path) -> Suite:
+    """A kselftest_harness program: suite = program, cases as it names them
+    ("global.<name>" for TEST(), "<fixture>.<name>" for TEST_F())."""
+    text = _strip_comments(path.read_text(errors="replace"))
+    cases = tuple(f"{fixture or 'global'}.{name}"
+                  for fixture, name in _HARNESS_TEST.findall(text))
+    return Suite(path, path.stem, cases)
+
+
+def selftest_suites(directory: Path | None = None) -> list[Suite]:
+    d = directory or project_root() / "selftests" / "alloc_tag"
+    return [selftest_suite(f) for f in sorted(d.glob("*_test.c"))]
+
+
+def expected_suites() -> list[Suite]:
+    return all_suites() + selftest_suites()

@@ -13,6 +13,7 @@ from pathlib import Path
 from runner.paths import project_root
 
 SUBDIR = "lib/alloc_tag_kunit"
+SELFTEST_SUBDIR = "tools/testing/selftests/alloc_tag"
 MARK = "allocprof-ktest"
 
 KCONFIG_HOOK = f'source "{SUBDIR}/Kconfig"\n'
@@ -27,6 +28,25 @@ ALLOC_TAG_HOOK = (
 
 def kunit_dir() -> Path:
     return project_root() / "kunit"
+
+
+def selftest_dir() -> Path:
+    return project_root() / "selftests" / "alloc_tag"
+
+
+def _mirror(src: Path, dest: Path, rel: str, skip: tuple[str, ...] = ()) -> list[str]:
+    """Makes @dest hold exactly the files of @src (minus @skip)."""
+    changed = []
+    wanted = {p.name for p in src.iterdir() if p.is_file() and p.name not in skip}
+    for name in sorted(wanted):
+        if _write_if_changed(dest / name, (src / name).read_text()):
+            changed.append(f"{rel}/{name}")
+    if dest.exists():
+        for stale in dest.iterdir():
+            if stale.is_file() and stale.name not in wanted:
+                stale.unlink()
+                changed.append(f"{rel}/{stale.name} (removed)")
+    return changed
 
 
 def _write_if_changed(path: Path, text: str) -> bool:
@@ -52,18 +72,8 @@ def _insert_once(text: str, hook: str) -> str:
 
 def apply(tree: Path) -> list[str]:
     """Copies kunit/ into @tree and hooks it in; returns what changed."""
-    changed = []
-    src = kunit_dir()
-    wanted = {p.name for p in src.iterdir() if p.is_file() and p.name != ".kunitconfig"}
-    dest = tree / SUBDIR
-    for name in sorted(wanted):
-        if _write_if_changed(dest / name, (src / name).read_text()):
-            changed.append(f"{SUBDIR}/{name}")
-    if dest.exists():
-        for stale in dest.iterdir():
-            if stale.name not in wanted:
-                stale.unlink()
-                changed.append(f"{SUBDIR}/{stale.name} (removed)")
+    changed = _mirror(kunit_dir(), tree / SUBDIR, SUBDIR, skip=(".kunitconfig",))
+    changed += _mirror(selftest_dir(), tree / SELFTEST_SUBDIR, SELFTEST_SUBDIR)
     edits = {
         "lib/Kconfig.debug": _insert_kconfig,
         "lib/Makefile": lambda t: _insert_once(t, MAKEFILE_HOOK),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runner import boot, build, console_checks, ktap, source
 from runner.errors import UserError
-from runner.kunit_cases import all_suites
+from runner.kunit_cases import expected_suites, selftest_suites
 from runner.lock import exclusive
 from runner.results import RunInfo, RunResult, Status, TestResult
 from runner.targets import Target
@@ -35,7 +35,7 @@ class Options:
 def add_missing_expected(tests: list[TestResult], reason: str) -> None:
     """Adds every case our sources declare that the kernel never reported."""
     by_name = {t.name: t for t in tests}
-    for suite in all_suites():
+    for suite in expected_suites():
         found = by_name.get(suite.name)
         if found is None:
             found = TestResult(name=suite.name, status=Status.CRASHED, reason=reason)
@@ -55,9 +55,31 @@ def add_missing_expected(tests: list[TestResult], reason: str) -> None:
                 found.reason = found.reason or reason
 
 
-def results_from_console(console: Path, info: RunInfo, completed: bool) -> RunResult:
+def selftest_results(outdir: Path) -> list[TestResult]:
+    """Each selftest program's KTAP output, as a suite named after it."""
+    out = []
+    for suite in selftest_suites():
+        path = outdir / f"selftest-{suite.name}.ktap"
+        if not path.exists():
+            continue
+        parsed = ktap.parse_file(str(path))
+        exit_note = (outdir / f"selftest-{suite.name}.exit")
+        worst = [t for t in parsed.tests if not t.status.is_ok]
+        status = worst[0].status if worst else Status.PASS
+        reason = exit_note.read_text().strip() if exit_note.exists() else ""
+        if not parsed.found_ktap:
+            status, reason = Status.CRASHED, f"no KTAP output ({reason})"
+        out.append(TestResult(name=suite.name, status=status, reason=reason,
+                              children=parsed.tests, log=parsed.tail))
+    return out
+
+
+def results_from_console(console: Path, info: RunInfo, completed: bool,
+                         outdir: Path | None = None) -> RunResult:
     parsed = ktap.parse_file(str(console))
     tests = parsed.tests
+    if outdir is not None:
+        tests += selftest_results(outdir)
     if parsed.crash:
         why = f"kernel crashed: {parsed.crash[0].strip()}"
     elif not completed:
@@ -78,8 +100,13 @@ def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
     """Builds and boots @target and returns its parsed results."""
     src = source.prepare(opts.cache, opts.kernel_src, opts.kernel_rev)
     built = build.build(opts.cache, src, target, opts.jobs)
+    selftests = build.build_selftests(src, target, built)
+    cfg = built.config()
+    # The selftests learn the configuration from the environment.
+    env = [f"ALLOCPROF_{name}={cfg.get('CONFIG_MEM_ALLOC_PROFILING_' + name, 'n')}"
+           for name in ("ENABLED_BY_DEFAULT", "DEBUG")]
     b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
-                  append=opts.append)
+                  append=opts.append, guest_args=[str(selftests), *env])
     info = RunInfo(arch=target.arch.name, variant=target.variant,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel)
@@ -90,7 +117,7 @@ def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
         info.note = f"guest did not finish (vng exit code {b.returncode})"
     sys.stderr.write(f"runner: {target.name}: booted under {b.accel.upper()}, "
                      f"guest ran {b.seconds:.1f}s\n")
-    return results_from_console(b.console, info, done)
+    return results_from_console(b.console, info, done, b.outdir)
 
 
 def get(opts: Options, target: Target) -> RunResult:

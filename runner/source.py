@@ -177,6 +177,7 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
         # files keep their mtimes, so the build stays incremental.
         _run(["git", "-C", str(tree), "checkout", "--quiet", "--force", "--detach", commit])
         shutil.rmtree(tree / overlay.SUBDIR, ignore_errors=True)
+        shutil.rmtree(tree / overlay.SELFTEST_SUBDIR, ignore_errors=True)
         version = check_supported(tree, f"{repo}@{commit[:12]}")
         overlay.apply(tree)
     dirty = _run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
