@@ -19,6 +19,8 @@ from runner.paths import ccache_dir
 from runner.source import PreparedSource
 from runner.targets import Target
 
+# Bump when the make targets or flags change, so stamps from before rebuild.
+BUILD_RECIPE = "image+modules/2"
 _ERROR = re.compile(r"(?:^|\s)(?:error|fatal error):|Error \d+|undefined reference")
 
 
@@ -88,7 +90,7 @@ def first_error(log: Path) -> str:
 def _fingerprint(src: PreparedSource, target: Target, bdir: Path) -> str:
     """Everything that decides the image; equal prints skip make entirely."""
     h = hashlib.sha256()
-    h.update(f"{src.key}\0{src.source_id}\0{target.name}\0".encode())
+    h.update(f"{BUILD_RECIPE}\0{src.key}\0{src.source_id}\0{target.name}\0".encode())
     h.update((bdir / ".config").read_bytes())
     for f in sorted((src.tree / "lib" / "alloc_tag_kunit").glob("*")):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -121,8 +123,9 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         cc = compiler(target)
         if shutil.which("ccache"):
             cc = f"ccache {cc}"
+        # "modules" writes Module.symvers, which the helper module needs.
         cmd = ["make", f"O={bdir}", f"-j{jobs or os.cpu_count() or 1}", f"CC={cc}",
-               image.name]
+               image.name, "modules"]
         print_(f"runner: building {target.name} kernel from {src.source_id} in {bdir}\n")
         with open(log, "a") as out:
             out.write(f"$ {' '.join(cmd)}\n")
@@ -159,3 +162,29 @@ def build_selftests(src: PreparedSource, target: Target, built: Built) -> Path:
                         f"(log: {log})")
     built.selftests = out
     return out
+
+
+def build_test_module(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:
+    """Builds selftests/alloc_tag/module against this kernel (kbuild M=),
+    in a copy inside the build directory; returns the .ko."""
+    mdir = built.build_dir / "test-module"
+    mdir.mkdir(exist_ok=True)
+    for f in (overlay.selftest_dir() / "module").iterdir():
+        if f.is_file():
+            overlay._write_if_changed(mdir / f.name, f.read_text())
+    log = built.build_dir / "test-module.log"
+    cc = compiler(target)
+    if shutil.which("ccache"):
+        cc = f"ccache {cc}"
+    cmd = ["make", "-C", str(src.tree), f"O={built.build_dir}", f"M={mdir}", f"CC={cc}",
+           "modules"]
+    with open(log, "w") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        p = subprocess.run(cmd, env=make_env(target, cache), stdout=f,
+                           stderr=subprocess.STDOUT, check=False)
+    ko = mdir / "alloc_tag_test_mod.ko"
+    if p.returncode != 0 or not ko.exists():
+        raise UserError(f"helper module build failed for {target.name}: {first_error(log)} "
+                        f"(log: {log})")
+    return ko

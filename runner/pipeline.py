@@ -101,10 +101,12 @@ def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
     src = source.prepare(opts.cache, opts.kernel_src, opts.kernel_rev)
     built = build.build(opts.cache, src, target, opts.jobs)
     selftests = build.build_selftests(src, target, built)
+    module = build.build_test_module(opts.cache, src, target, built)
     cfg = built.config()
     # The selftests learn the configuration from the environment.
     env = [f"ALLOCPROF_{name}={cfg.get('CONFIG_MEM_ALLOC_PROFILING_' + name, 'n')}"
            for name in ("ENABLED_BY_DEFAULT", "DEBUG")]
+    env.append(f"ALLOCPROF_TEST_MODULE={module}")
     b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
                   append=opts.append, guest_args=[str(selftests), *env])
     info = RunInfo(arch=target.arch.name, variant=target.variant,
