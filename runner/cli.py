@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -91,6 +92,46 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return _write_reports([run], args)
 
 
+def cmd_bisect(args: argparse.Namespace) -> int:
+    from runner import bisect
+
+    if not args.kernel_src:
+        raise UserError("bisect needs --kernel-src (a git tree)")
+    repo = Path(args.kernel_src).expanduser().resolve()
+    if not (repo / ".git").exists():
+        raise UserError(f"--kernel-src {repo} is not a git tree")
+    cache = cache_root(args.cache_dir)
+    if args.series:
+        if not args.base:
+            raise UserError("--series needs --base REV (the commit the series applies to)")
+        repo = bisect.apply_series(cache, repo, args.base, Path(args.series))
+        good, bad = args.base, "series"
+    else:
+        if not (args.good and args.bad):
+            raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
+        good, bad = args.good, args.bad
+    tlist = targets(args.arch, args.variant)
+    if len(tlist) != 1:
+        raise UserError("bisect runs one arch and one variant at a time")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = Path(args.results_dir or "results").resolve() / f"bisect-{stamp}"
+    opts = pipeline.Options(cache=cache, results_dir=results_dir, jobs=args.jobs,
+                            boot_timeout=args.boot_timeout, append=args.append)
+    patterns = list(args.tests) + ([args.k] if args.k else [])
+    b = bisect.Bisector(opts, tlist[0], patterns, repo)
+    try:
+        result = b.run(good, bad)
+    except KeyboardInterrupt:
+        print("runner: bisect interrupted; the user's tree was never touched and "
+              f"the bisect clone {b.clone()} was reset", file=sys.stderr)
+        subprocess.run(["git", "-C", str(b.clone()), "bisect", "reset"],
+                       capture_output=True, check=False)
+        return 130
+    result["series"] = bool(args.series)
+    bisect.write_outputs(result, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="runner",
@@ -106,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="only build the test kernels")
     _add_kernel_options(b)
     b.set_defaults(func=cmd_build)
+
+    bis = sub.add_parser("bisect", help="find the commit or patch that broke tests")
+    _add_kernel_options(bis)
+    bis.add_argument("--good", help="a revision where the selected tests pass")
+    bis.add_argument("--bad", help="a revision where they fail")
+    bis.add_argument("--series", help="a patch series (mbox or directory of patches)")
+    bis.add_argument("--base", help="the revision the series applies to")
+    bis.add_argument("-k", help="select tests whose id contains this")
+    bis.add_argument("tests", nargs="*", help="test ids (or parts of them) to select")
+    bis.add_argument("--json", type=Path, help="write the result as JSON here")
+    bis.add_argument("--results-dir", help="where steps are kept (default: ./results)")
+    bis.set_defaults(func=cmd_bisect)
 
     parse = sub.add_parser("parse", help="turn a saved console log into reports")
     parse.add_argument("file", help="console log, or - for standard input")

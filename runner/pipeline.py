@@ -99,6 +99,12 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
 def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
     """Builds and boots @target and returns its parsed results."""
     src = source.prepare(opts.cache, opts.kernel_src, opts.kernel_rev)
+    return execute_prepared(opts, target, rundir, src)
+
+
+def execute_prepared(opts: Options, target: Target, rundir: Path,
+                     src: source.PreparedSource) -> RunResult:
+    rundir.mkdir(parents=True, exist_ok=True)
     built = build.build(opts.cache, src, target, opts.jobs)
     selftests = build.build_selftests(src, target, built)
     module = build.build_test_module(opts.cache, src, target, built)

@@ -1,0 +1,80 @@
+"""The bisect decision logic and its command-line errors (no kernel)."""
+
+import subprocess
+
+import pytest
+
+from runner.bisect import Verdict, judge, select
+from runner.cli import main
+from runner.ktap import parse_text
+from runner.results import RunInfo, RunResult
+
+LOG = """KTAP version 1
+1..2
+    KTAP version 1
+    # Subtest: alloc_tag_page_split
+    1..2
+    ok 1 split_page_counts_every_piece
+    not ok 2 free_pages_with_extra_reference
+not ok 1 alloc_tag_page_split
+    KTAP version 1
+    # Subtest: alloc_tag_iter
+    1..1
+    ok 1 codetag_fields_valid
+ok 2 alloc_tag_iter
+"""
+
+
+def run_of(text: str) -> RunResult:
+    out = parse_text(text)
+    return RunResult(RunInfo(arch="x86_64", variant="default"), out.tests, out.found_ktap)
+
+
+def test_selected_tests_passing_is_good():
+    assert judge(run_of(LOG), ["alloc_tag_iter/"])[0] == Verdict.GOOD
+
+
+def test_selected_test_failing_is_bad():
+    verdict, why = judge(run_of(LOG), ["free_pages_with_extra_reference"])
+    assert verdict == Verdict.BAD and "1 of 1" in why
+
+
+def test_no_selection_means_all_tests():
+    assert judge(run_of(LOG), [])[0] == Verdict.BAD
+    assert len(select(run_of(LOG), [])) == 3
+
+
+def test_build_failure_or_missing_feature_is_skip():
+    verdict, why = judge(None, [], "kernel build failed for x86_64-default: error: x")
+    assert verdict == Verdict.SKIP and "build failed" in why
+
+
+def test_boot_failure_is_skip_not_bad():
+    run = run_of("Linux version 6.12\nKernel panic - not syncing: VFS\n")
+    assert judge(run, ["alloc_tag_iter"])[0] == Verdict.SKIP
+
+
+def test_crash_during_selected_tests_is_bad():
+    run = run_of(LOG.split("    ok 1 codetag")[0] + "BUG: kernel NULL pointer dereference\n")
+    assert judge(run, ["alloc_tag_iter"])[0] == Verdict.BAD
+
+
+def test_unknown_test_is_skip():
+    assert judge(run_of(LOG), ["no_such_test"])[0] == Verdict.SKIP
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["bisect", "--good", "a", "--bad", "b"], "needs --kernel-src"),
+    (["bisect", "--kernel-src", "/", "--good", "a", "--bad", "b"], "not a git tree"),
+])
+def test_cli_errors_are_one_line(args, msg, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert msg in err and err.count("\n") == 1
+
+
+def test_unknown_revision_is_one_line(tmp_path, capsys):
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    assert main(["bisect", "--kernel-src", str(tmp_path), "--good", "nope",
+                 "--bad", "HEAD"]) == 2
+    assert "unknown revision 'nope'" in capsys.readouterr().err
