@@ -72,7 +72,7 @@ def _insert_once(text: str, hook: str) -> str:
 
 def apply(tree: Path) -> list[str]:
     """Copies kunit/ into @tree and hooks it in; returns what changed."""
-    changed = _mirror(kunit_dir(), tree / SUBDIR, SUBDIR, skip=(".kunitconfig",))
+    changed = _mirror(kunit_dir(), tree / SUBDIR, SUBDIR)
     changed += _mirror(selftest_dir(), tree / SELFTEST_SUBDIR, SELFTEST_SUBDIR)
     edits = {
         "lib/Kconfig.debug": _insert_kconfig,
