@@ -43,7 +43,7 @@ def run(console: Path) -> TestResult:
     all_checks = checks()
     with open(console, "rb") as f:
         for raw in f:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
+            line = raw.decode("utf-8", "replace").rstrip()
             if _GUEST_MARK in line:
                 exempt = next((t for t in EXEMPT_SELFTESTS if line.endswith(" " + t)), None)
                 continue

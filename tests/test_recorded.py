@@ -1,0 +1,41 @@
+"""The parser on logs recorded from this project's own real runs
+(tests/data/README.md says how each was made)."""
+
+from runner.ktap import parse_file
+from runner.results import Status, leaves, totals
+
+
+def test_first_real_run(data):
+    out = parse_file(str(data / "x86_64-default-6.12.117.console.log"))
+    ls = leaves(out.tests)
+    assert out.found_ktap and not out.crash
+    assert len(ls) == 22
+    assert totals(ls)["pass"] == 22
+    assert {leaf.path[0] for leaf in ls} == {
+        "alloc_tag_iter", "alloc_tag_accounting", "alloc_tag_page_split"}
+    split = [leaf for leaf in ls if leaf.path[1] == "split_page_counts_every_piece"]
+    assert [leaf.path[2] for leaf in split] == ["order-1", "order-2", "order-3", "order-5"]
+
+
+def test_full_console_with_selftests_and_module_warnings(data):
+    out = parse_file(str(data / "x86_64-default-6.12.117-full.console.log"))
+    ls = leaves(out.tests)
+    t = totals(ls)
+    assert (t["pass"], t["skip"], t["fail"], t["crashed"]) == (24, 4, 0, 0)
+    skipped = [leaf.result for leaf in ls if leaf.result.status == Status.SKIP]
+    assert all(r.reason == "needs CONFIG_MEM_ALLOC_PROFILING_DEBUG=y" for r in skipped)
+    # The module's unload warnings are kernel noise, not a crash.
+    assert not out.crash
+
+
+def test_kselftest_harness_output(data):
+    out = parse_file(str(data / "allocinfo_test.x86_64-default.ktap"))
+    assert [t.name for t in out.tests] == [
+        "global.header_is_exact", "global.every_line_matches_format",
+        "global.mode_is_0400_and_others_get_eacces",
+        "global.no_negative_size_or_underflowed_calls",
+        "global.chunked_reads_give_the_same_lines",
+        "global.builtin_lines_match_tag_section"]
+    assert {t.status for t in out.tests} == {Status.PASS}
+    mod = parse_file(str(data / "module_unload_test.x86_64-default.ktap"))
+    assert len(mod.tests) == 4 and {t.status for t in mod.tests} == {Status.PASS}
