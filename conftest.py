@@ -31,6 +31,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("allocprof", "allocprof-ktest kernel targets")
     g.addoption("--arch", help="comma-separated arches (default: x86_64)")
     g.addoption("--variant", help="comma-separated variants (default: default)")
+    g.addoption("--boot-variant", help="comma-separated sysctl.vm.mem_profiling= boot "
+                "options: none, never, 0, 1, malformed (default: none)")
     g.addoption("--kernel-src", default=os.environ.get("ALLOCPROF_KERNEL_SRC"),
                 help="kernel tree to test (default: Debian's linux-source-6.12)")
     g.addoption("--kernel-rev", default=os.environ.get("ALLOCPROF_KERNEL_REV"),
@@ -76,7 +78,8 @@ def _targets(config: pytest.Config) -> list[Target]:
     if _TARGETS not in config.stash:
         try:
             config.stash[_TARGETS] = targets(config.getoption("arch"),
-                                             config.getoption("variant"))
+                                             config.getoption("variant"),
+                                             config.getoption("boot_variant"))
         except UserError as e:
             raise pytest.UsageError(str(e)) from None
     return config.stash[_TARGETS]
@@ -125,7 +128,8 @@ class KunitSuite(pytest.Collector):
                 item = KunitItem.from_parent(self, name=f"{case}[{target.name}]",
                                              case=case, target=target)
                 item.add_marker(pytest.mark.kernel)
-                item.add_marker(pytest.mark.xdist_group(target.name))
+                # One worker per kernel build: no two builds of it at once.
+                item.add_marker(pytest.mark.xdist_group(target.build_name))
                 yield item
 
 

@@ -37,7 +37,7 @@ class Built:
 
 
 def build_dir(cache: Path, src: PreparedSource, target: Target) -> Path:
-    return cache / "build" / src.key / target.name
+    return cache / "build" / src.key / target.build_name
 
 
 def make_env(target: Target, cache: Path) -> dict[str, str]:
@@ -90,7 +90,7 @@ def first_error(log: Path) -> str:
 def _fingerprint(src: PreparedSource, target: Target, bdir: Path) -> str:
     """Everything that decides the image; equal prints skip make entirely."""
     h = hashlib.sha256()
-    h.update(f"{BUILD_RECIPE}\0{src.key}\0{src.source_id}\0{target.name}\0".encode())
+    h.update(f"{BUILD_RECIPE}\0{src.key}\0{src.source_id}\0{target.build_name}\0".encode())
     h.update((bdir / ".config").read_bytes())
     for f in sorted((src.tree / "lib" / "alloc_tag_kunit").glob("*")):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
@@ -126,7 +126,7 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         # "modules" writes Module.symvers, which the helper module needs.
         cmd = ["make", f"O={bdir}", f"-j{jobs or os.cpu_count() or 1}", f"CC={cc}",
                image.name, "modules"]
-        print_(f"runner: building {target.name} kernel from {src.source_id} in {bdir}\n")
+        print_(f"runner: building {target.build_name} kernel from {src.source_id} in {bdir}\n")
         with open(log, "a") as out:
             out.write(f"$ {' '.join(cmd)}\n")
             out.flush()

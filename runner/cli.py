@@ -12,7 +12,7 @@ from runner import ktap, pipeline, report, source
 from runner.errors import UserError
 from runner.paths import cache_root
 from runner.results import RunInfo, RunResult
-from runner.targets import ARCHES, VARIANTS, targets
+from runner.targets import ARCHES, BOOT_VARIANTS, VARIANTS, targets
 
 
 def _add_kernel_options(p: argparse.ArgumentParser) -> None:
@@ -24,6 +24,8 @@ def _add_kernel_options(p: argparse.ArgumentParser) -> None:
                    help="revision of a git --kernel-src (default: HEAD)")
     p.add_argument("--arch", help=f"comma-separated, from: {', '.join(ARCHES)}")
     p.add_argument("--variant", help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    p.add_argument("--boot-variant", help="comma-separated sysctl.vm.mem_profiling= boot "
+                   f"options, from: {', '.join(BOOT_VARIANTS)} (default: none)")
     p.add_argument("--cache-dir", help="cache (default: $ALLOCPROF_CACHE or "
                                        "$XDG_CACHE_HOME/allocprof-ktest)")
     p.add_argument("-j", "--jobs", type=int, help="make jobs (default: all CPUs)")
@@ -56,7 +58,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,
                             append=args.append)
-    runs = [pipeline.get(opts, t) for t in targets(args.arch, args.variant)]
+    runs = [pipeline.get(opts, t) for t in targets(args.arch, args.variant, args.boot_variant)]
     args.junit = args.junit or results_dir / "junit.xml"
     args.json = args.json or results_dir / "results.json"
     rc = _write_reports(runs, args)
@@ -69,9 +71,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     cache = cache_root(args.cache_dir)
     src = source.prepare(cache, args.kernel_src, args.kernel_rev)
-    for t in targets(args.arch, args.variant):
+    seen = set()
+    for t in targets(args.arch, args.variant, args.boot_variant):
+        if t.build_name in seen:
+            continue
+        seen.add(t.build_name)
         b = build.build(cache, src, t, args.jobs)
-        print(f"{t.name}: {b.image} ({'rebuilt' if b.rebuilt else 'up to date'})")
+        print(f"{t.build_name}: {b.image} ({'rebuilt' if b.rebuilt else 'up to date'})")
     return 0
 
 
@@ -110,7 +116,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         if not (args.good and args.bad):
             raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
         good, bad = args.good, args.bad
-    tlist = targets(args.arch, args.variant)
+    tlist = targets(args.arch, args.variant, args.boot_variant)
     if len(tlist) != 1:
         raise UserError("bisect runs one arch and one variant at a time")
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -84,12 +84,12 @@ def configure(target: Target, tree: Path, build_dir: Path, make_env: dict[str, s
         p = subprocess.run(cmd, cwd=tree, env=make_env, stdout=out,
                            stderr=subprocess.STDOUT, check=False)
     if p.returncode != 0 or not dotconfig.exists():
-        raise UserError(f"kernel configuration failed for {target.name}; see {log}")
+        raise UserError(f"kernel configuration failed for {target.build_name}; see {log}")
     bad = not_stuck(wanted(frags), dotconfig)
     if bad:
         stamp.unlink(missing_ok=True)
         raise UserError(
-            f"config options for {target.name} did not stick (check their "
+            f"config options for {target.build_name} did not stick (check their "
             f"dependencies in kernel/configs/): {', '.join(bad)}"
         )
     stamp.write_text(signature)

@@ -35,16 +35,36 @@ ARCHES = {
 VARIANTS = ("default", "debug", "default-off", "off")
 DEFAULT_ARCHES = ("x86_64",)
 DEFAULT_VARIANTS = ("default",)
+# Boot variants: the value given to sysctl.vm.mem_profiling= ("none": no
+# option). "malformed" is a value kstrtobool() rejects.
+BOOT_VARIANTS = {"none": None, "never": "never", "0": "0", "1": "1", "malformed": "maybe"}
+DEFAULT_BOOT_VARIANTS = ("none",)
 
 
 @dataclass(frozen=True)
 class Target:
     arch: Arch
     variant: str
+    boot: str = "none"  # a key of BOOT_VARIANTS
+
+    @property
+    def build_name(self) -> str:
+        """Boot variants of a target share its kernel."""
+        return f"{self.arch.name}-{self.variant}"
+
+    @property
+    def label(self) -> str:
+        """The variant as ids show it: "default-off" or "default-off-boot0"."""
+        return self.variant if self.boot == "none" else f"{self.variant}-boot{self.boot}"
 
     @property
     def name(self) -> str:
-        return f"{self.arch.name}-{self.variant}"
+        return f"{self.arch.name}-{self.label}"
+
+    @property
+    def cmdline(self) -> list[str]:
+        value = BOOT_VARIANTS[self.boot]
+        return [] if value is None else [f"sysctl.vm.mem_profiling={value}"]
 
 
 def parse_list(value: str | None, known, default) -> list[str]:
@@ -53,14 +73,17 @@ def parse_list(value: str | None, known, default) -> list[str]:
     names = [v.strip() for v in value.split(",") if v.strip()]
     for n in names:
         if n not in known:
-            raise UserError(
-                f"unknown {'arch' if known is ARCHES else 'variant'} '{n}': "
-                f"choose from {', '.join(known)}"
-            )
+            kind = {id(ARCHES): "arch", id(BOOT_VARIANTS): "boot variant"}.get(
+                id(known), "variant")
+            raise UserError(f"unknown {kind} '{n}': choose from {', '.join(known)}")
     return names
 
 
-def targets(arches: str | None, variants: str | None) -> list[Target]:
+def targets(arches: str | None, variants: str | None,
+            boots: str | None = None) -> list[Target]:
     a = parse_list(arches, ARCHES, DEFAULT_ARCHES)
     v = parse_list(variants, VARIANTS, DEFAULT_VARIANTS)
-    return [Target(ARCHES[x], y) for x in a for y in v]
+    b = parse_list(boots, BOOT_VARIANTS, DEFAULT_BOOT_VARIANTS)
+    # A boot option means nothing to a kernel without the feature.
+    return [Target(ARCHES[x], y, z) for x in a for y in v for z in b
+            if not (y == "off" and z != "none")]

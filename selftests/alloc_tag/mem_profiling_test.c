@@ -239,4 +239,60 @@ TEST(switching_stops_and_resumes_counting)
 	ASSERT_EQ(0, write_sysctl(before ? "1" : "0"));
 }
 
+/* The kernel log since boot, as one string (record texts only). */
+static char *boot_log(void)
+{
+	size_t cap = 1 << 20, used = 0;
+	char *buf = calloc(1, cap), rec[2048];
+	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
+	ssize_t r;
+
+	if (fd < 0 || !buf) {
+		free(buf);
+		return NULL;
+	}
+	while ((r = read(fd, rec, sizeof(rec) - 1)) > 0 || (r < 0 && errno == EPIPE)) {
+		char *text;
+
+		if (r <= 0)
+			continue;
+		rec[r] = '\0';
+		text = strchr(rec, ';');
+		text = text ? text + 1 : rec;
+		if (used + strlen(text) + 1 < cap) {
+			strcpy(buf + used, text);
+			used += strlen(text);
+		}
+	}
+	close(fd);
+	return buf;
+}
+
+TEST(boot_log_as_documented)
+{
+	char cmd[4096], want[256], *opt = boot_option(cmd, sizeof(cmd));
+	int malformed = opt && strncmp(opt, "never", 5) && kstrtobool_like(opt) < 0;
+	char *log;
+	struct stat st;
+
+	skip_without_sysctl(_metadata);
+	ASSERT_EQ(0, stat(SYSCTL, &st));
+	log = boot_log();
+	ASSERT_NE(NULL, log);
+	EXPECT_EQ(malformed, !!strstr(log, "Malformed early option 'sysctl.vm.mem_profiling'"));
+	if (opt) {
+		/* The generic sysctl code then writes the value too. */
+		snprintf(want, sizeof(want), "Failed to set sysctl parameter 'vm.mem_profiling=%s': %s",
+			 opt, (st.st_mode & 0777) == 0444 ? "permission denied (read-only?)" :
+			 malformed ? "invalid value" : "");
+		if ((st.st_mode & 0777) == 0444 || malformed)
+			EXPECT_NE(NULL, strstr(log, want)) TH_LOG("missing: %s", want);
+		else
+			EXPECT_EQ(NULL, strstr(log, want)) TH_LOG("unexpected: %s", want);
+	} else {
+		EXPECT_EQ(NULL, strstr(log, "Failed to set sysctl parameter 'vm.mem_profiling"));
+	}
+	free(log);
+}
+
 TEST_HARNESS_MAIN
