@@ -285,10 +285,11 @@ TEST(boot_log_as_documented)
 		snprintf(want, sizeof(want), "Failed to set sysctl parameter 'vm.mem_profiling=%s': %s",
 			 opt, (st.st_mode & 0777) == 0444 ? "permission denied (read-only?)" :
 			 malformed ? "invalid value" : "");
-		if ((st.st_mode & 0777) == 0444 || malformed)
+		if ((st.st_mode & 0777) == 0444 || malformed) {
 			EXPECT_NE(NULL, strstr(log, want)) TH_LOG("missing: %s", want);
-		else
+		} else {
 			EXPECT_EQ(NULL, strstr(log, want)) TH_LOG("unexpected: %s", want);
+		}
 	} else {
 		EXPECT_EQ(NULL, strstr(log, "Failed to set sysctl parameter 'vm.mem_profiling"));
 	}
