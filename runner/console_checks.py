@@ -65,5 +65,6 @@ def run(console: Path) -> TestResult:
             name=c.name, status=Status.FAIL if bad else Status.PASS,
             reason=f"{len(bad)} console line(s): {c.why}" if bad else "",
             diagnostics=bad))
-    status = Status.FAIL if any(not t.status.is_ok for t in children) else Status.PASS
-    return TestResult(name=SUITE, status=status, children=children)
+    # Only a container: its checks carry the verdicts (and may become
+    # expected failures later, see known_issues).
+    return TestResult(name=SUITE, status=Status.PASS, children=children)

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import boot, build, console_checks, ktap, source
+from runner import boot, build, console_checks, known_issues, ktap, source
 from runner.errors import UserError
 from runner.kunit_cases import expected_suites, selftest_suites
 from runner.lock import exclusive
@@ -108,6 +108,7 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
                        console_tail=parsed.tail[-CONSOLE_TAIL:])
     if not parsed.found_ktap:
         info.note = (info.note + "; " if info.note else "") + "no KTAP output found"
+    known_issues.apply(result)
     return result
 
 

@@ -39,3 +39,21 @@ def test_kselftest_harness_output(data):
     assert {t.status for t in out.tests} == {Status.PASS}
     mod = parse_file(str(data / "module_unload_test.x86_64-default.ktap"))
     assert len(mod.tests) == 4 and {t.status for t in mod.tests} == {Status.PASS}
+
+
+def test_debug_console_known_issue_is_xfail_not_pass(data):
+    from runner.pipeline import results_from_console
+    from runner.results import RunInfo
+
+    info = RunInfo(arch="x86_64", variant="debug", kernel_version="6.12.117")
+    run = results_from_console(data / "x86_64-debug-6.12.117.console.log", info, True)
+    by_id = {run.test_id(leaf): leaf.result for leaf in run.leaves()}
+    check = by_id["x86_64/debug/console/no_unexpected_alloc_tag_warnings"]
+    assert check.status == Status.XFAIL
+    assert len(check.diagnostics) == 1 and check.diagnostics[0].endswith("] alloc_tag was not set")
+    for case in ("warns_tag_not_cleared", "warns_current_tag_not_set",
+                 "warns_tag_not_set", "warns_current_tag_changed"):
+        assert by_id[f"x86_64/debug/alloc_tag_debug/{case}"].status == Status.PASS
+    # The selftests ran in the guest, not in this console: never reported.
+    assert by_id["x86_64/debug/allocinfo_test/global.header_is_exact"].status == \
+        Status.CRASHED

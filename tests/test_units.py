@@ -105,3 +105,26 @@ def test_parse_from_stdin_and_binary_junk():
 def test_status_is_ok():
     assert Status.SKIP.is_ok and Status.XFAIL.is_ok
     assert not Status.CRASHED.is_ok and not Status.FAIL.is_ok
+
+
+def test_known_issue_turns_only_fully_explained_failures_into_xfail():
+    from runner import known_issues
+    from runner.results import RunInfo, RunResult, TestResult
+
+    def run(version, diags):
+        console = TestResult("console", Status.FAIL, children=[
+            TestResult("no_unexpected_alloc_tag_warnings", Status.FAIL, diagnostics=diags)])
+        return RunResult(RunInfo(arch="x86_64", variant="debug", kernel_version=version),
+                         [console])
+
+    ok = run("6.12.117", ["[    1.160020] alloc_tag was not set"])
+    known_issues.apply(ok)
+    leaf = ok.leaves()[0].result
+    assert leaf.status == Status.XFAIL and "known kernel bug" in leaf.reason
+    other = run("6.12.117", ["[    1.1] alloc_tag was not set",
+                             "[    1.2] alloc_tag was not cleared (got tag for x.c:1)"])
+    known_issues.apply(other)
+    assert other.leaves()[0].result.status == Status.FAIL
+    old = run("6.9.0", ["[    1.160020] alloc_tag was not set"])
+    known_issues.apply(old)
+    assert old.leaves()[0].result.status == Status.FAIL

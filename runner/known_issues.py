@@ -1,0 +1,56 @@
+"""Known kernel bugs (kernel/known-issues.txt): a failure they fully
+explain becomes an expected failure, for the kernel versions listed."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.paths import project_root
+from runner.results import RunResult, Status
+
+
+@dataclass(frozen=True)
+class KnownIssue:
+    glob: str
+    first: tuple[int, ...]
+    last: tuple[int, ...] | None
+    diagnostic: re.Pattern
+    evidence: str
+
+    def covers(self, version: str) -> bool:
+        v = _version(version)
+        return v >= self.first and (self.last is None or v <= self.last)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def load(path: Path | None = None) -> list[KnownIssue]:
+    out = []
+    for line in (path or project_root() / "kernel" / "known-issues.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        glob, first, last, rx, evidence = (p.strip() for p in line.split(" | ", 4))
+        out.append(KnownIssue(glob, _version(first), None if last == "*" else _version(last),
+                              re.compile(rx), evidence))
+    return out
+
+
+def apply(run: RunResult, issues: list[KnownIssue] | None = None) -> None:
+    issues = load() if issues is None else issues
+    for leaf in run.leaves():
+        r = leaf.result
+        if r.status not in (Status.FAIL, Status.ERROR):
+            continue
+        test_id = run.test_id(leaf)
+        for issue in issues:
+            if not (fnmatch.fnmatch(test_id, issue.glob) and issue.covers(run.info.kernel_version)):
+                continue
+            if r.diagnostics and all(issue.diagnostic.search(d) for d in r.diagnostics):
+                r.status = Status.XFAIL
+                r.reason = f"known kernel bug: {issue.evidence}"
+                break
