@@ -25,6 +25,7 @@ KUNIT_DIR = ROOT / "kunit"
 CONSOLE_CHECKS = ROOT / "kernel" / "console-checks.txt"
 SELFTEST_DIR = ROOT / "selftests" / "alloc_tag"
 RUN_DIR_KEY = "allocprof_run_dir"
+GROUP_KEY = "allocprof_loadgroup"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,12 +53,17 @@ class _XdistHooks:
 
     def pytest_configure_node(self, node) -> None:
         node.workerinput[RUN_DIR_KEY] = self.run_dir
+        node.workerinput[GROUP_KEY] = node.config.option.dist == "loadgroup"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
         run_dir = workerinput[RUN_DIR_KEY]
+        # Workers re-parse the command line: give them the controller's
+        # grouping so that they tag items with their kernel.
+        if workerinput.get(GROUP_KEY):
+            config.option.loadgroup = True
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = str(Path(config.getoption("results_dir")) / f"pytest-{stamp}-{os.getpid()}")
