@@ -38,7 +38,7 @@ def make_history(where: Path) -> tuple[Path, list[str]]:
                        check=True)
         (where / "linux-source-6.12").rename(repo)
         git(repo, "init", "-q")
-        git(repo, "add", "-A")
+        git(repo, "add", "-A", "--force")  # Debian's .gitignore ignores "/*"
         git(repo, "commit", "-q", "-m", "linux-source-6.12 as shipped")
         readme = repo / "README"
         for i, (subject, edit) in enumerate([

@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Huge pages and migration as /proc/allocinfo shows them: splitting an
+ * anonymous THP gives every new page a reference to the THP's tag (calls
+ * grow by pages-per-THP minus one, bytes stay), and after compaction the
+ * migration target's tag (func:compaction_alloc) is back to zero.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "../kselftest_harness.h"
+
+#define MAX_LINES 8192
+#define SPLIT "/sys/kernel/debug/split_huge_pages"
+
+struct line {
+	long long bytes, calls;
+	char tag[256];
+};
+
+/* Reads /proc/allocinfo; returns the number of lines, -1 on error. */
+static int snapshot(struct line *lines)
+{
+	FILE *f = fopen("/proc/allocinfo", "r");
+	char buf[512];
+	int n = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(buf, sizeof(buf), f) && n < MAX_LINES) {
+		struct line *l = &lines[n];
+		int off = 0;
+
+		if (sscanf(buf, "%lld %lld %n", &l->bytes, &l->calls, &off) < 2)
+			continue;
+		snprintf(l->tag, sizeof(l->tag), "%s", buf + off);
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/*
+ * Snapshot buffers that cannot themselves become huge pages: faulted in
+ * before measuring, so that the only THP in the window is the test's.
+ */
+static struct line *lines_alloc(void)
+{
+	size_t size = MAX_LINES * sizeof(struct line);
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	madvise(p, size, MADV_NOHUGEPAGE);
+	memset(p, 0, size);
+	return p;
+}
+
+static long read_long(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static struct line *find(struct line *lines, int n, const char *tag)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(lines[i].tag, tag))
+			return &lines[i];
+	return NULL;
+}
+
+TEST(thp_split_adds_calls_not_bytes)
+{
+	struct line *before = lines_alloc(), *faulted = lines_alloc(), *split = lines_alloc();
+	long thp = read_long("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+	long ps = sysconf(_SC_PAGESIZE);
+	int nb, nf, ns, i, fd;
+	struct line *site = NULL, *after;
+	char *map, *huge, cmd[128];
+
+	if (access("/proc/allocinfo", F_OK))
+		SKIP(return, "CONFIG_MEM_ALLOC_PROFILING is not set");
+	if (thp <= 0)
+		SKIP(return, "no transparent huge pages in this kernel");
+	ASSERT_TRUE(before && faulted && split);
+	if (access(SPLIT, W_OK))
+		SKIP(return, "no %s (debugfs)", SPLIT);
+
+	map = mmap(NULL, 2 * thp, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, map);
+	huge = (char *)(((unsigned long)map + thp - 1) & ~(thp - 1));
+	ASSERT_EQ(0, madvise(huge, thp, MADV_HUGEPAGE));
+
+	nb = snapshot(before);
+	ASSERT_GT(nb, 0);
+	memset(huge, 1, thp);
+	nf = snapshot(faulted);
+	/* The THP's call site: one call of exactly one huge page more. */
+	for (i = 0; i < nf; i++) {
+		struct line *old = find(before, nb, faulted[i].tag);
+
+		if (old && faulted[i].bytes - old->bytes == thp &&
+		    faulted[i].calls - old->calls == 1) {
+			site = &faulted[i];
+			break;
+		}
+	}
+	if (!site) {
+		for (i = 0; i < nf; i++) {
+			struct line *old = find(before, nb, faulted[i].tag);
+
+			if (old && faulted[i].bytes - old->bytes >= ps)
+				TH_LOG("grew by %lld bytes, %lld calls: %s",
+				       faulted[i].bytes - old->bytes,
+				       faulted[i].calls - old->calls, faulted[i].tag);
+		}
+		munmap(map, 2 * thp);
+		SKIP(return, "no huge page was allocated (memory too fragmented?)");
+	}
+	TH_LOG("THP site: %s", site->tag);
+
+	fd = open(SPLIT, O_WRONLY);
+	ASSERT_GE(fd, 0);
+	snprintf(cmd, sizeof(cmd), "%d,0x%lx,0x%lx", getpid(), (unsigned long)huge,
+		 (unsigned long)huge + thp);
+	ASSERT_EQ((ssize_t)strlen(cmd), write(fd, cmd, strlen(cmd)));
+	close(fd);
+
+	ns = snapshot(split);
+	after = find(split, ns, site->tag);
+	ASSERT_NE(NULL, after);
+	EXPECT_EQ(site->bytes, after->bytes);
+	EXPECT_EQ(site->calls + thp / ps - 1, after->calls);
+	munmap(map, 2 * thp);
+}
+
+TEST(compaction_leaves_migration_target_tag_empty)
+{
+	struct line *lines = lines_alloc();
+	int n, i, seen = 0, negative = 0;
+	FILE *f;
+
+	if (access("/proc/allocinfo", F_OK))
+		SKIP(return, "CONFIG_MEM_ALLOC_PROFILING is not set");
+	f = fopen("/proc/sys/vm/compact_memory", "w");
+	if (!f)
+		SKIP(return, "no /proc/sys/vm/compact_memory (CONFIG_COMPACTION)");
+	fputs("1", f);
+	fclose(f);
+
+	ASSERT_NE(NULL, lines);
+	n = snapshot(lines);
+	ASSERT_GT(n, 0);
+	for (i = 0; i < n; i++) {
+		if (strstr(lines[i].tag, " func:compaction_alloc ")) {
+			long ps = sysconf(_SC_PAGESIZE);
+
+			seen++;
+			/* Name the pattern of a page count subtracted as bytes. */
+			if (lines[i].bytes && !lines[i].calls && !(lines[i].bytes % (ps - 1)))
+				TH_LOG("%lld bytes = %lld x (PAGE_SIZE - 1) with 0 calls",
+				       lines[i].bytes, lines[i].bytes / (ps - 1));
+			EXPECT_EQ(0, lines[i].bytes) TH_LOG("%s", lines[i].tag);
+			EXPECT_EQ(0, lines[i].calls) TH_LOG("%s", lines[i].tag);
+		}
+		if (lines[i].bytes < 0 || lines[i].calls < 0)
+			negative++;
+	}
+	EXPECT_EQ(1, seen);
+	EXPECT_EQ(0, negative);
+}
+
+TEST_HARNESS_MAIN
