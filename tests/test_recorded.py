@@ -57,3 +57,20 @@ def test_debug_console_known_issue_is_xfail_not_pass(data):
     # The selftests ran in the guest, not in this console: never reported.
     assert by_id["x86_64/debug/allocinfo_test/global.header_is_exact"].status == \
         Status.CRASHED
+
+
+def test_compaction_bug_is_a_version_bound_xfail(data):
+    from runner import known_issues
+    from runner.results import RunInfo, RunResult, TestResult
+
+    out = parse_file(str(data / "thp_test.x86_64-default.ktap"))
+    suite = TestResult("thp_test", Status.FAIL, children=out.tests)
+    by_case = {t.name: t for t in out.tests}
+    assert by_case["global.thp_split_adds_calls_not_bytes"].status == Status.PASS
+    assert by_case["global.compaction_leaves_migration_target_tag_empty"].status == Status.FAIL
+    run = RunResult(RunInfo(arch="x86_64", variant="default", kernel_version="6.12.117"),
+                    [suite])
+    known_issues.apply(run)
+    assert by_case["global.compaction_leaves_migration_target_tag_empty"].status == \
+        Status.XFAIL
+    assert run.verdict().value == "passed"
