@@ -23,6 +23,20 @@
 #define INIT_PAGES 2	/* order 1 */
 #define ALLOC_PAGES 4	/* order 2 */
 
+/* vm.mem_profiling: 1, 0, or -1 when it cannot be read. */
+static int profiling_enabled(void)
+{
+	FILE *f = fopen("/proc/sys/vm/mem_profiling", "r");
+	int v = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
 static const char *module_path(struct __test_metadata *_metadata)
 {
 	const char *path = getenv("ALLOCPROF_TEST_MODULE");
@@ -31,6 +45,8 @@ static const char *module_path(struct __test_metadata *_metadata)
 		SKIP(exit(KSFT_SKIP), "CONFIG_MEM_ALLOC_PROFILING is not set");
 	if (!path || access(path, R_OK))
 		SKIP(exit(KSFT_SKIP), "helper module not built (ALLOCPROF_TEST_MODULE)");
+	if (profiling_enabled() == 0)
+		SKIP(exit(KSFT_SKIP), "memory allocation profiling is switched off");
 	return path;
 }
 
