@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
+#include "alloc_tag_helpers.h"
 
 #define SYSCTL "/proc/sys/vm/mem_profiling"
 #define NR_PIPES 64
@@ -242,28 +243,14 @@ TEST(switching_stops_and_resumes_counting)
 /* The kernel log since boot, as one string (record texts only). */
 static char *boot_log(void)
 {
-	size_t cap = 1 << 20, used = 0;
-	char *buf = calloc(1, cap), rec[2048];
-	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-	ssize_t r;
+	char *buf = calloc(1, 1 << 20);
+	int fd = kmsg_open(1);
 
 	if (fd < 0 || !buf) {
 		free(buf);
 		return NULL;
 	}
-	while ((r = read(fd, rec, sizeof(rec) - 1)) > 0 || (r < 0 && errno == EPIPE)) {
-		char *text;
-
-		if (r <= 0)
-			continue;
-		rec[r] = '\0';
-		text = strchr(rec, ';');
-		text = text ? text + 1 : rec;
-		if (used + strlen(text) + 1 < cap) {
-			strcpy(buf + used, text);
-			used += strlen(text);
-		}
-	}
+	kmsg_append(fd, buf, 1 << 20);
 	close(fd);
 	return buf;
 }

@@ -18,24 +18,11 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
+#include "alloc_tag_helpers.h"
 
 #define MOD "alloc_tag_test_mod"
 #define INIT_PAGES 2	/* order 1 */
 #define ALLOC_PAGES 4	/* order 2 */
-
-/* vm.mem_profiling: 1, 0, or -1 when it cannot be read. */
-static int profiling_enabled(void)
-{
-	FILE *f = fopen("/proc/sys/vm/mem_profiling", "r");
-	int v = -1;
-
-	if (f) {
-		if (fscanf(f, "%d", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
 
 static const char *module_path(struct __test_metadata *_metadata)
 {
@@ -45,7 +32,7 @@ static const char *module_path(struct __test_metadata *_metadata)
 		SKIP(exit(KSFT_SKIP), "CONFIG_MEM_ALLOC_PROFILING is not set");
 	if (!path || access(path, R_OK))
 		SKIP(exit(KSFT_SKIP), "helper module not built (ALLOCPROF_TEST_MODULE)");
-	if (profiling_enabled() == 0)
+	if (read_long("/proc/sys/vm/mem_profiling", -1) == 0)
 		SKIP(exit(KSFT_SKIP), "memory allocation profiling is switched off");
 	return path;
 }
@@ -70,17 +57,9 @@ static int unload(void)
 static int param(const char *name)
 {
 	char path[256];
-	int v = -1;
-	FILE *f;
 
 	snprintf(path, sizeof(path), "/sys/module/%s/parameters/%s", MOD, name);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	if (fscanf(f, "%d", &v) != 1)
-		v = -1;
-	fclose(f);
-	return v;
+	return read_long(path, -1);
 }
 
 struct site {
@@ -117,49 +96,9 @@ static int module_lines(const char *func, struct site *s)
 	return n;
 }
 
-/* A reader of kernel log records written from now on. */
-static int kmsg_open(void)
-{
-	int fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-
-	if (fd >= 0)
-		lseek(fd, 0, SEEK_END);
-	return fd;
-}
-
-/* Appends every new record's text to @buf. */
-static void kmsg_read(int fd, char *buf, size_t size)
-{
-	char rec[2048];
-	size_t used = strlen(buf);
-	ssize_t r;
-
-	while ((r = read(fd, rec, sizeof(rec) - 1)) > 0 || (r < 0 && errno == EPIPE)) {
-		char *text;
-
-		if (r <= 0)
-			continue;
-		rec[r] = '\0';
-		text = strchr(rec, ';');
-		text = text ? text + 1 : rec;
-		if (used + strlen(text) + 1 < size) {
-			strcpy(buf + used, text);
-			used += strlen(text);
-		}
-	}
-}
-
 static long tainted(void)
 {
-	long t = 0;
-	FILE *f = fopen("/proc/sys/kernel/tainted", "r");
-
-	if (f) {
-		if (fscanf(f, "%ld", &t) != 1)
-			t = 0;
-		fclose(f);
-	}
-	return t;
+	return read_long("/proc/sys/kernel/tainted", 0);
 }
 
 TEST(load_shows_module_tags)
@@ -190,11 +129,11 @@ TEST(clean_unload_is_silent_and_removes_tags)
 	int fd;
 
 	ASSERT_EQ(0, load(path, ""));
-	fd = kmsg_open();
+	fd = kmsg_open(0);
 	ASSERT_GE(fd, 0);
 	log[0] = '\0';
 	ASSERT_EQ(0, unload());
-	kmsg_read(fd, log, sizeof(log));
+	kmsg_append(fd, log, sizeof(log));
 	close(fd);
 	EXPECT_EQ(0, module_lines("alloc_tag_test_mod_init", &s));
 	EXPECT_EQ(NULL, strstr(log, "allocated at module unload")) TH_LOG("%s", log);
@@ -213,12 +152,12 @@ TEST(leaking_unload_warns_per_tag_and_taints)
 	ASSERT_EQ(0, load(path, "leak=1"));
 	init_line = param("init_line");
 	alloc_line = param("alloc_line");
-	fd = kmsg_open();
+	fd = kmsg_open(0);
 	ASSERT_GE(fd, 0);
 	log[0] = '\0';
 	/* rmmod still succeeds: the module is gone, its data kept. */
 	ASSERT_EQ(0, unload());
-	kmsg_read(fd, log, sizeof(log));
+	kmsg_append(fd, log, sizeof(log));
 	close(fd);
 
 	snprintf(want, sizeof(want), "%s.c:%d module %s func:%s has %ld allocated at module unload",

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
+#include "alloc_tag_helpers.h"
 
 #define MAX_LINES 8192
 #define SPLIT "/sys/kernel/debug/split_huge_pages"
@@ -62,19 +63,6 @@ static struct line *lines_alloc(void)
 	return p;
 }
 
-static long read_long(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long v = -1;
-
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
-}
-
 static struct line *find(struct line *lines, int n, const char *tag)
 {
 	int i;
@@ -88,7 +76,7 @@ static struct line *find(struct line *lines, int n, const char *tag)
 TEST(thp_split_adds_calls_not_bytes)
 {
 	struct line *before = lines_alloc(), *faulted = lines_alloc(), *split = lines_alloc();
-	long thp = read_long("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size");
+	long thp = read_long("/sys/kernel/mm/transparent_hugepage/hpage_pmd_size", -1);
 	long ps = sysconf(_SC_PAGESIZE);
 	int nb, nf, ns, i, fd;
 	struct line *site = NULL, *after;
