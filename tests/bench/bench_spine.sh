@@ -27,7 +27,7 @@ t1=$(secs)
 clean=$(elapsed "$t0" "$t1")
 
 t0=$(secs)
-$pytest -n auto -q -p no:cacheprovider --results-dir "$scratch/results" > "$scratch/run2.txt" 2>&1 || true
+$pytest -n auto -q -p no:cacheprovider --results-dir="$scratch/results" > "$scratch/run2.txt" 2>&1 || true
 t1=$(secs)
 rerun=$(elapsed "$t0" "$t1")
 
@@ -35,7 +35,7 @@ edit="$here/kunit/alloc_tag_page_split_kunit.c"
 cp "$edit" "$scratch/saved.c"
 printf '\n/* bench: %s */\n' "$(date +%s)" >> "$edit"
 t0=$(secs)
-$pytest -n auto -q -p no:cacheprovider --results-dir "$scratch/results" > "$scratch/run3.txt" 2>&1 || true
+$pytest -n auto -q -p no:cacheprovider --results-dir="$scratch/results" > "$scratch/run3.txt" 2>&1 || true
 t1=$(secs)
 cp "$scratch/saved.c" "$edit"
 edited=$(elapsed "$t0" "$t1")
