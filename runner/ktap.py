@@ -46,19 +46,34 @@ _CALLER = re.compile(r"^\[\s*[TC]\d+\]\s?")
 
 LOG_LIMIT = 400  # lines kept per test log (head and tail halves)
 DIAG_LIMIT = 400  # diagnostic lines kept per test
+# Log lines kept over a whole parse; past it, each test keeps only a short
+# tail, so memory stays bounded however long the console is.
+LOG_BUDGET = 250_000
+SHORT_LOG = 16
+
+
+class Budget:
+    def __init__(self, lines: int = LOG_BUDGET) -> None:
+        self.left = lines
+
+    def log(self) -> BoundedLines:
+        return BoundedLines(LOG_LIMIT if self.left > 0 else SHORT_LOG, self)
 OOPS_LINES = 80  # lines after a crash marker attached to the running test
 
 
 class BoundedLines:
     """Keeps the first and last lines of a slice: memory stays bounded."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, budget: Budget | None = None) -> None:
         self.head: list[str] = []
         self.tail: deque[str] = deque(maxlen=limit // 2)
         self.limit = limit
         self.dropped = 0
+        self.budget = budget
 
     def append(self, line: str) -> None:
+        if self.budget is not None:
+            self.budget.left -= 1
         if len(self.head) < self.limit // 2:
             self.head.append(line)
             return
@@ -79,18 +94,22 @@ class _Level:
     """One open test list: the subtests of a test still awaiting its result."""
 
     prefix: str  # cumulative indentation of this level's lines
+    budget: Budget = field(default_factory=Budget)
     name: str = ""  # from "# Subtest:"
     plan: int | None = None
     results: list[TestResult] = field(default_factory=list)
     diag: BoundedLines = field(default_factory=lambda: BoundedLines(DIAG_LIMIT))
     log: BoundedLines = field(default_factory=lambda: BoundedLines(LOG_LIMIT))
     own_log: BoundedLines = field(default_factory=lambda: BoundedLines(LOG_LIMIT))
-    start_ts: float | None = None
+    start_ts: str | None = None
     bailed: str | None = None
+
+    def __post_init__(self) -> None:
+        self.log = self.budget.log()
 
     def reset_pending(self) -> None:
         self.diag = BoundedLines(DIAG_LIMIT)
-        self.log = BoundedLines(LOG_LIMIT)
+        self.log = self.budget.log()
         self.start_ts = None
 
 
@@ -145,6 +164,7 @@ class Parser:
         self.crash: list[str] = []
         self.oops_left = 0
         self.tail: deque[str] = deque(maxlen=60)
+        self.budget = Budget()
 
     # -- line handling -------------------------------------------------
     def feed(self, raw: str) -> None:
@@ -156,17 +176,17 @@ class Parser:
         # the hot path of a large console.
         if raw[:1] == "[":
             close = raw.find("] ", 1, 24)
-            if close > 0:
-                stamp = raw[1:close].strip()
-                if stamp.replace(".", "", 1).isdigit():
-                    ts = float(stamp)
-                    line = raw[close + 2:]
-                    if line[:1] == "[" and _CALLER.match(line):
-                        line = line[_CALLER.match(line).end():]
+            # "[    2.017792] ": kept as text, turned into a float only
+            # when a duration needs it.
+            if close > 1 and raw[close - 1].isdigit() and "." in raw[1:close]:
+                ts = raw[1:close]
+                line = raw[close + 2:]
+                if line[:1] == "[" and _CALLER.match(line):
+                    line = line[_CALLER.match(line).end():]
         elif raw[:1] == "<":
             m = _PRINTK.match(raw)
             if m and m.end():
-                ts = float(m.group("ts")) if m.group("ts") else None
+                ts = m.group("ts")
                 line = raw[m.end():]
         if self.oops_left:
             self.oops_left -= 1
@@ -196,7 +216,7 @@ class Parser:
             line = line[len(self.doc_prefix):]
         self._structured(line, ts)
 
-    def _header_with_prefix(self, line: str, ts: float | None) -> None:
+    def _header_with_prefix(self, line: str, ts: str | None) -> None:
         m = _HEADER_ANYWHERE.search(line)
         assert m
         pre = line[: m.start()]
@@ -215,7 +235,7 @@ class Parser:
                 return i
         return -1
 
-    def _structured(self, line: str, ts: float | None) -> None:
+    def _structured(self, line: str, ts: str | None) -> None:
         hm = _HEADER.match(line)
         if not self.stack:
             if hm and not hm.group("ind").strip():
@@ -287,25 +307,25 @@ class Parser:
             self._noise(line, ts)
 
     # -- levels ----------------------------------------------------------
-    def _open_root(self, ts: float | None, prefix: str = "") -> None:
+    def _open_root(self, ts: str | None, prefix: str = "") -> None:
         self.found = True
-        self.stack = [_Level(prefix=prefix, start_ts=ts)]
+        self.stack = [_Level(prefix=prefix, budget=self.budget, start_ts=ts)]
 
-    def _open(self, parent: int, prefix: str, ts: float | None) -> _Level:
+    def _open(self, parent: int, prefix: str, ts: str | None) -> _Level:
         # Levels deeper than the parent that are still open belong to a
         # test that never reported: close them first.
         while len(self.stack) > parent + 1:
             self._close_unreported(len(self.stack) - 1)
-        lv = _Level(prefix=prefix, start_ts=ts)
+        lv = _Level(prefix=prefix, budget=self.budget, start_ts=ts)
         self.stack.append(lv)
         return lv
 
-    def _open_if_needed(self, parent: int, prefix: str, ts: float | None) -> _Level:
+    def _open_if_needed(self, parent: int, prefix: str, ts: str | None) -> _Level:
         if len(self.stack) > parent + 1 and self.stack[parent + 1].prefix == prefix:
             return self.stack[parent + 1]
         return self._open(parent, prefix, ts)
 
-    def _pending(self, lv: _Level, line: str, ts: float | None, diagnostic: bool,
+    def _pending(self, lv: _Level, line: str, ts: str | None, diagnostic: bool,
                  text: str = "") -> None:
         if lv.start_ts is None:
             lv.start_ts = ts
@@ -313,11 +333,11 @@ class Parser:
         if diagnostic:
             lv.diag.append(text or line)
 
-    def _noise(self, line: str, ts: float | None) -> None:
+    def _noise(self, line: str, ts: str | None) -> None:
         if self.stack:
             self._pending(self.stack[-1], line, ts, diagnostic=False)
 
-    def _result(self, i: int, m: re.Match, line: str, ts: float | None) -> None:
+    def _result(self, i: int, m: re.Match, line: str, ts: str | None) -> None:
         # Deeper levels are the children of this result.
         children: list[TestResult] = []
         child_level: _Level | None = None
@@ -344,7 +364,10 @@ class Parser:
             child_level.start_ts if child_level else None)
         duration = None
         if ts is not None and start is not None:
-            duration = round(max(0.0, ts - start), 6)
+            try:
+                duration = round(max(0.0, float(ts) - float(start)), 6)
+            except ValueError:
+                duration = None
         if ok and status == Status.PASS and any(
             c.status == Status.CRASHED for c in children
         ):
