@@ -138,27 +138,63 @@ TEST(thp_split_adds_calls_not_bytes)
 	munmap(map, 2 * thp);
 }
 
+/* A /proc/vmstat counter, -1 if missing. */
+static long vmstat(const char *name)
+{
+	char key[64];
+	long v, found = -1;
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %ld", key, &v) == 2)
+		if (!strcmp(key, name)) {
+			found = v;
+			break;
+		}
+	fclose(f);
+	return found;
+}
+
+#define FRAG_BYTES (64 << 20)
+
 TEST(compaction_leaves_migration_target_tag_empty)
 {
 	struct line *lines = lines_alloc();
+	long ps = sysconf(_SC_PAGESIZE), migrated;
 	int n, i, seen = 0, negative = 0;
+	char *frag;
 	FILE *f;
 
 	if (access("/proc/allocinfo", F_OK))
 		SKIP(return, "CONFIG_MEM_ALLOC_PROFILING is not set");
+	ASSERT_NE(NULL, lines);
 	f = fopen("/proc/sys/vm/compact_memory", "w");
 	if (!f)
 		SKIP(return, "no /proc/sys/vm/compact_memory (CONFIG_COMPACTION)");
+
+	/* Fragment memory so that compaction has pages to migrate. */
+	frag = mmap(NULL, FRAG_BYTES, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, frag);
+	madvise(frag, FRAG_BYTES, MADV_NOHUGEPAGE);
+	memset(frag, 1, FRAG_BYTES);
+	for (i = 0; i < FRAG_BYTES / ps; i += 2)
+		madvise(frag + (long)i * ps, ps, MADV_DONTNEED);
+
+	migrated = vmstat("pgmigrate_success");
 	fputs("1", f);
 	fclose(f);
+	migrated = vmstat("pgmigrate_success") - migrated;
+	munmap(frag, FRAG_BYTES);
+	if (migrated <= 0)
+		SKIP(return, "compaction migrated no page");
+	TH_LOG("compaction migrated %ld pages", migrated);
 
-	ASSERT_NE(NULL, lines);
 	n = snapshot(lines);
 	ASSERT_GT(n, 0);
 	for (i = 0; i < n; i++) {
 		if (strstr(lines[i].tag, " func:compaction_alloc ")) {
-			long ps = sysconf(_SC_PAGESIZE);
-
 			seen++;
 			/* Name the pattern of a page count subtracted as bytes. */
 			if (lines[i].bytes && !lines[i].calls && !(lines[i].bytes % (ps - 1)))
