@@ -78,3 +78,50 @@ def test_unknown_revision_is_one_line(tmp_path, capsys):
     assert main(["bisect", "--kernel-src", str(tmp_path), "--good", "nope",
                  "--bad", "HEAD"]) == 2
     assert "unknown revision 'nope'" in capsys.readouterr().err
+
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c",
+                           "user.email=t@t", *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_series_is_applied_as_one_commit_per_patch(tmp_path):
+    from runner.bisect import apply_series
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "f").write_text("0\n")
+    _git(repo, "add", "f")
+    _git(repo, "commit", "-q", "-m", "base")
+    base = _git(repo, "rev-parse", "HEAD")
+    for i in range(1, 4):
+        (repo / "f").write_text(f"{i}\n")
+        _git(repo, "commit", "-q", "-am", f"patch {i}")
+    series = tmp_path / "series"
+    _git(repo, "format-patch", "-q", "-o", str(series), f"{base}..HEAD")
+    _git(repo, "checkout", "-q", base)
+
+    applied = apply_series(tmp_path / "cache", repo, base, series)
+    subjects = _git(applied, "log", "--format=%s", f"{base}..series").splitlines()
+    assert subjects == ["patch 3", "patch 2", "patch 1"]
+    # The user's repository is where it was.
+    assert _git(repo, "rev-parse", "HEAD") == base
+
+
+def test_series_that_does_not_apply_is_one_line(tmp_path):
+    from runner.bisect import apply_series
+    from runner.errors import UserError
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q")
+    (repo / "f").write_text("0\n")
+    _git(repo, "add", "f")
+    _git(repo, "commit", "-q", "-m", "base")
+    bad = tmp_path / "bad.patch"
+    bad.write_text("From: x\nSubject: [PATCH] nope\n\n---\n f | 1 +\n"
+                   "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-zzz\n+yyy\n")
+    with pytest.raises(UserError, match="does not apply"):
+        apply_series(tmp_path / "cache", repo, "HEAD", bad)

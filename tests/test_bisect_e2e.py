@@ -73,3 +73,20 @@ def test_bisect_names_the_breaking_commit(tmp_path):
     # The user's repository was not touched.
     assert git(repo, "rev-parse", "HEAD") == commits[-1]
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_series_bisect_names_the_breaking_patch(tmp_path):
+    if not source.DEBIAN_TARBALL.exists():
+        pytest.skip("linux-source-6.12 not installed")
+    repo, commits = make_history(cache_root() / "bisect-e2e")
+    series = tmp_path / "series"
+    git(repo, "format-patch", "-q", "-o", str(series), f"{commits[0]}..{commits[-1]}")
+    out = tmp_path / "bisect.json"
+    p = subprocess.run([sys.executable, "-m", "runner", "bisect", "--kernel-src", str(repo),
+                        "--series", str(series), "--base", commits[0], "--json", str(out),
+                        "--results-dir", str(tmp_path), "free_pages_with_extra_reference"],
+                       cwd=ROOT, capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["culprit"]["subject"].startswith("mm: forget tail pages")
+    assert result["series"] is True
