@@ -97,7 +97,7 @@ class Bisector:
 
     def clone(self) -> Path:
         # slot keeps the bisect clone apart from `runner run` on the same repo
-        return self.opts.cache / "trees" / (source._tree_key(self.repo) + "-bisect")
+        return self.opts.cache / "trees" / (source.tree_key(self.repo) + "-bisect")
 
     def test_commit(self, commit: str) -> tuple[Verdict, str, RunResult | None]:
         start = time.monotonic()
@@ -181,7 +181,7 @@ def apply_series(cache: Path, base_repo: Path, base: str, series: Path) -> Path:
     if not patches:
         raise UserError(f"--series {series}: no *.patch files in it")
     base_c = source.resolve_rev(base_repo, base)
-    repo = cache / "series" / f"{source._tree_key(series.resolve())}-{base_c[:12]}"
+    repo = cache / "series" / f"{source.tree_key(series.resolve())}-{base_c[:12]}"
     with exclusive(cache / "locks" / f"series-{repo.name}.lock"):
         if not (repo / ".git").exists():
             shutil.rmtree(repo, ignore_errors=True)

@@ -171,7 +171,7 @@ def build_test_module(cache: Path, src: PreparedSource, target: Target, built: B
     mdir.mkdir(exist_ok=True)
     for f in (overlay.selftest_dir() / "module").iterdir():
         if f.is_file():
-            overlay._write_if_changed(mdir / f.name, f.read_text())
+            overlay.write_if_changed(mdir / f.name, f.read_text())
     log = built.build_dir / "test-module.log"
     cc = compiler(target)
     if shutil.which("ccache"):

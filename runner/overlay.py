@@ -39,7 +39,7 @@ def _mirror(src: Path, dest: Path, rel: str, skip: tuple[str, ...] = ()) -> list
     changed = []
     wanted = {p.name for p in src.iterdir() if p.is_file() and p.name not in skip}
     for name in sorted(wanted):
-        if _write_if_changed(dest / name, (src / name).read_text()):
+        if write_if_changed(dest / name, (src / name).read_text()):
             changed.append(f"{rel}/{name}")
     if dest.exists():
         for stale in dest.iterdir():
@@ -49,7 +49,7 @@ def _mirror(src: Path, dest: Path, rel: str, skip: tuple[str, ...] = ()) -> list
     return changed
 
 
-def _write_if_changed(path: Path, text: str) -> bool:
+def write_if_changed(path: Path, text: str) -> bool:
     if path.exists() and path.read_text() == text:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def apply(tree: Path) -> list[str]:
         path = tree / rel
         if not path.exists():
             continue  # lib/alloc_tag.c is missing before 6.10: caught earlier
-        if _write_if_changed(path, edit(path.read_text())):
+        if write_if_changed(path, edit(path.read_text())):
             changed.append(rel)
     return changed
 

@@ -153,7 +153,7 @@ def resolve_rev(repo: Path, rev: str) -> str:
         raise UserError(f"unknown revision '{rev}' in {repo}") from None
 
 
-def _tree_key(path: Path) -> str:
+def tree_key(path: Path) -> str:
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}-{digest}"
 
@@ -165,7 +165,7 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
     user's refs, index, work tree and bisect state are never touched.
     """
     commit = resolve_rev(repo, rev or "HEAD")
-    key = _tree_key(repo) + (f"-{slot}" if slot else "")
+    key = tree_key(repo) + (f"-{slot}" if slot else "")
     tree = cache / "trees" / key
     with exclusive(cache / "locks" / f"tree-{key}.lock"):
         if not (tree / ".git").exists():
@@ -191,7 +191,7 @@ def prepare_copy(cache: Path, path: Path) -> PreparedSource:
     check_supported(path, str(path))
     if not shutil.which("rsync"):
         raise UserError("rsync not found: install it with: apt-get install rsync")
-    key = _tree_key(path)
+    key = tree_key(path)
     tree = cache / "trees" / key
     with exclusive(cache / "locks" / f"tree-{key}.lock"):
         tree.mkdir(parents=True, exist_ok=True)

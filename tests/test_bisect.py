@@ -86,15 +86,22 @@ def _git(repo, *args):
                           text=True).stdout.strip()
 
 
-def test_series_is_applied_as_one_commit_per_patch(tmp_path):
-    from runner.bisect import apply_series
-
+@pytest.fixture
+def toy_repo(tmp_path):
+    """A one-commit repository with a file f holding "0"."""
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
     (repo / "f").write_text("0\n")
     _git(repo, "add", "f")
     _git(repo, "commit", "-q", "-m", "base")
+    return repo
+
+
+def test_series_is_applied_as_one_commit_per_patch(tmp_path, toy_repo):
+    from runner.bisect import apply_series
+
+    repo = toy_repo
     base = _git(repo, "rev-parse", "HEAD")
     for i in range(1, 4):
         (repo / "f").write_text(f"{i}\n")
@@ -110,16 +117,11 @@ def test_series_is_applied_as_one_commit_per_patch(tmp_path):
     assert _git(repo, "rev-parse", "HEAD") == base
 
 
-def test_series_that_does_not_apply_is_one_line(tmp_path):
+def test_series_that_does_not_apply_is_one_line(tmp_path, toy_repo):
     from runner.bisect import apply_series
     from runner.errors import UserError
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git(repo, "init", "-q")
-    (repo / "f").write_text("0\n")
-    _git(repo, "add", "f")
-    _git(repo, "commit", "-q", "-m", "base")
+    repo = toy_repo
     bad = tmp_path / "bad.patch"
     bad.write_text("From: x\nSubject: [PATCH] nope\n\n---\n f | 1 +\n"
                    "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-zzz\n+yyy\n")
