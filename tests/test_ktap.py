@@ -242,3 +242,15 @@ def test_kunit_try_faulted_case_fails():
         """)
     assert r["s/c"].status == Status.FAIL
     assert "try faulted" in r["s/c"].diagnostics[0]
+
+
+def test_chunked_decoding_keeps_lines_and_split_characters():
+    import io
+
+    from runner.ktap import iter_file_lines
+
+    data = "KTAP version 1\n1..1\nok 1 t\u00e9st \u2603\n".encode() + b"\xff\n"
+    for chunk in (1, 2, 3, 7, 1 << 20):
+        lines = list(iter_file_lines(io.BytesIO(data), chunk))
+        assert lines[:3] == ["KTAP version 1", "1..1", "ok 1 t\u00e9st \u2603"]
+        assert lines[3] == "\ufffd"
