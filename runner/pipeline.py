@@ -6,6 +6,7 @@ workers asking for the same kernel share one build and one boot."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from runner.results import RunInfo, RunResult, Status, TestResult
 from runner.targets import Target
 
 TCG_TIMEOUT = 900.0
+_PLAN_SKIP = re.compile(r"^1\.\.0 # SKIP(.*)$", re.M)
 CONSOLE_TAIL = 40
 
 
@@ -78,6 +80,14 @@ def selftest_results(outdir: Path) -> list[TestResult]:
         if not path.exists():
             continue
         parsed = ktap.parse_file(str(path))
+        skipped = _PLAN_SKIP.search(path.read_text(errors="replace"))
+        if skipped and not parsed.tests:
+            # "1..0 # SKIP reason": the whole program skipped (exit 4).
+            why = skipped.group(1).strip()
+            out.append(TestResult(name=suite.name, status=Status.SKIP, reason=why,
+                                  children=[TestResult(name=c, status=Status.SKIP, reason=why)
+                                            for c in suite.cases]))
+            continue
         exit_note = (outdir / f"selftest-{suite.name}.exit")
         worst = [t for t in parsed.tests if not t.status.is_ok]
         status = worst[0].status if worst else Status.PASS

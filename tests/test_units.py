@@ -128,3 +128,19 @@ def test_known_issue_turns_only_fully_explained_failures_into_xfail():
     old = run("6.9.0", ["[    1.160020] alloc_tag was not set"])
     known_issues.apply(old)
     assert old.leaves()[0].result.status == Status.FAIL
+
+
+def test_selftest_program_skipped_as_a_whole(tmp_path):
+    from runner.kunit_cases import selftest_suites
+    from runner.pipeline import selftest_results
+
+    for suite in selftest_suites():
+        (tmp_path / f"selftest-{suite.name}.ktap").write_text(
+            "TAP version 13\n1..0 # SKIP CONFIG_MEM_ALLOC_PROFILING is not set\n")
+        (tmp_path / f"selftest-{suite.name}.exit").write_text("exit=4\n")
+    results = selftest_results(tmp_path)
+    assert len(results) == len(selftest_suites())
+    for r, suite in zip(results, selftest_suites(), strict=True):
+        assert r.status == Status.SKIP
+        assert [c.name for c in r.children] == list(suite.cases)
+        assert {c.reason for c in r.children} == {"CONFIG_MEM_ALLOC_PROFILING is not set"}

@@ -58,4 +58,18 @@ static inline long read_long(const char *path, long fallback)
 	return v;
 }
 
+/*
+ * The tests' main(): on a kernel without the feature, one plan-level skip
+ * and exit code 4 (KSFT_SKIP), as the kselftest runner expects.
+ */
+#define ALLOC_TAG_TEST_MAIN							\
+int main(int argc, char **argv)							\
+{										\
+	if (access("/proc/allocinfo", F_OK)) {					\
+		ksft_print_header();						\
+		ksft_exit_skip("CONFIG_MEM_ALLOC_PROFILING is not set\n");	\
+	}									\
+	return test_harness_run(argc, argv);					\
+}
+
 #endif /* ALLOC_TAG_HELPERS_H */

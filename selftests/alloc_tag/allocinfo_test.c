@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
+#include "alloc_tag_helpers.h"
 
 #define ALLOCINFO "/proc/allocinfo"
 #define HEADER "allocinfo - version: 1.0\n#     <size>  <calls> <tag info>\n"
@@ -254,4 +255,4 @@ TEST(builtin_lines_match_tag_section)
 	free(text);
 }
 
-TEST_HARNESS_MAIN
+ALLOC_TAG_TEST_MAIN

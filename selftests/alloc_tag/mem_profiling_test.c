@@ -283,4 +283,4 @@ TEST(boot_log_as_documented)
 	free(log);
 }
 
-TEST_HARNESS_MAIN
+ALLOC_TAG_TEST_MAIN

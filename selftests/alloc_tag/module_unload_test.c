@@ -188,4 +188,4 @@ TEST(reload_after_leak_works)
 	ASSERT_EQ(0, unload());
 }
 
-TEST_HARNESS_MAIN
+ALLOC_TAG_TEST_MAIN

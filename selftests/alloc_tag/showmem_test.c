@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
+#include "alloc_tag_helpers.h"
 
 #define MAX_RECORDS 4096
 
@@ -92,4 +93,4 @@ TEST(sysrq_m_lists_top_allocations)
 	regfree(&re);
 }
 
-TEST_HARNESS_MAIN
+ALLOC_TAG_TEST_MAIN

@@ -210,4 +210,4 @@ TEST(compaction_leaves_migration_target_tag_empty)
 	EXPECT_EQ(0, negative);
 }
 
-TEST_HARNESS_MAIN
+ALLOC_TAG_TEST_MAIN
