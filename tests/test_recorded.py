@@ -74,3 +74,13 @@ def test_compaction_bug_is_a_version_bound_xfail(data):
     assert by_case["global.compaction_leaves_migration_target_tag_empty"].status == \
         Status.XFAIL
     assert run.verdict().value == "passed"
+
+
+def test_kselftest_runner_output(data):
+    out = parse_file(str(data / "kselftest-runner-alloc_tag-skip.log"))
+    names = [t.name for t in out.tests]
+    assert names == [f"selftests: alloc_tag: {p}" for p in (
+        "allocinfo_test", "mem_profiling_test", "module_unload_test", "thp_test",
+        "showmem_test")]
+    assert {t.status for t in out.tests} == {Status.SKIP}
+    assert leaves(out.tests) and not out.crash
