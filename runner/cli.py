@@ -11,7 +11,7 @@ from pathlib import Path
 from runner import ktap, pipeline, report, source
 from runner.errors import UserError
 from runner.paths import cache_root
-from runner.results import RunInfo, RunResult
+from runner.results import RunInfo, RunResult, Status, TestResult, leaves
 from runner.targets import ARCHES, BOOT_VARIANTS, VARIANTS, targets
 
 
@@ -93,7 +93,14 @@ def cmd_parse(args: argparse.Namespace) -> int:
                    console=args.file)
     if not parsed.found_ktap:
         info.note = "no KTAP output found"
-    run = RunResult(info=info, tests=parsed.tests, found_output=parsed.found_ktap,
+    tests = parsed.tests
+    if parsed.crash and not any(leaf.result.status == Status.CRASHED
+                                for leaf in leaves(tests)):
+        # A panic or oops after the last test still fails the log.
+        tests.append(TestResult("console", Status.PASS, children=[TestResult(
+            "no_oops_or_panic", Status.FAIL, reason=parsed.crash[0].strip(),
+            diagnostics=parsed.crash)]))
+    run = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
                     console_tail=parsed.tail[-pipeline.CONSOLE_TAIL:])
     return _write_reports([run], args)
 

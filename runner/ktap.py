@@ -450,9 +450,10 @@ class Parser:
                     )
                 )
                 first = False
-        elif lv.diag and self.crash and not lv.bailed:
-            # The crashed test was running at this level but the plan was
-            # unknown or already met: report it rather than drop its oops.
+        elif lv.plan is None and lv.diag and self.crash and not lv.bailed:
+            # A crash at a level without a plan: a test was running there,
+            # report it rather than drop its oops. (A crash after a met plan
+            # belongs to no test; the console checks report it.)
             out.append(
                 TestResult(
                     name=f"missing-{len(out) + 1}",

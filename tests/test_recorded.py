@@ -84,3 +84,14 @@ def test_kselftest_runner_output(data):
         "showmem_test")]
     assert {t.status for t in out.tests} == {Status.SKIP}
     assert leaves(out.tests) and not out.crash
+
+
+def test_arm64_kunit_then_panic_without_rootfs(data):
+    out = parse_file(str(data / "arm64-default-6.12.117-kunit-only.console.log"))
+    ls = leaves(out.tests)
+    t = totals(ls)
+    # Every KUnit case reported before the init panic; the panic is seen.
+    assert (t["pass"], t["skip"], t["fail"], t["crashed"]) == (24, 4, 0, 0)
+    assert out.crash and "Requested init /bin/sh failed" in out.crash[0]
+    from runner.cli import main
+    assert main(["parse", str(data / "arm64-default-6.12.117-kunit-only.console.log")]) == 1
