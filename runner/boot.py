@@ -42,12 +42,29 @@ def require_tools(target: Target) -> None:
                   f"booting an {target.arch.name} kernel")
 
 
+def is_native(target: Target) -> bool:
+    return os.uname().machine == target.arch.name
+
+
+def empty_root(cache: Path) -> Path:
+    """A root with nothing to run: for kernels whose arch has no guest
+    userspace yet, which end by kunit_shutdown=reboot before init."""
+    root = cache / "rootfs" / "empty"
+    for d in ("bin", "dev", "etc", "proc", "sys", "tmp"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def vng_command(target: Target, image: Path, outdir: Path, accel: str,
-                append: list[str], memory: str, cpus: int, guest_args: list[str]) -> list[str]:
-    guest = " ".join(shlex.quote(a) for a in [str(GUEST_SCRIPT), str(outdir), *guest_args])
+                append: list[str], memory: str, cpus: int, guest_args: list[str],
+                root: Path | None = None) -> list[str]:
     cmd = ["vng", "--run", str(image), "--verbose", "--memory", memory,
-           "--cpus", str(cpus), "--rwdir", str(outdir), "--exec", guest,
-           "--cwd", "/"]
+           "--cpus", str(cpus)]
+    if root is None:
+        guest = " ".join(shlex.quote(a) for a in [str(GUEST_SCRIPT), str(outdir), *guest_args])
+        cmd += ["--rwdir", str(outdir), "--exec", guest, "--cwd", "/"]
+    else:
+        cmd += ["--root", str(root), "--exec", "true"]
     if accel != "kvm":
         cmd.append("--disable-kvm")
     for a in list(target.arch.cmdline) + append:
@@ -59,7 +76,7 @@ def vng_command(target: Target, image: Path, outdir: Path, accel: str,
 
 def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
          append: list[str] | None = None, memory: str = "1G", cpus: int = 2,
-         guest_args: list[str] | None = None) -> Boot:
+         guest_args: list[str] | None = None, kernel_only: bool = False) -> Boot:
     require_tools(target)
     rundir.mkdir(parents=True, exist_ok=True)
     outdir = rundir / "guest"
@@ -70,8 +87,11 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
     console = rundir / "console.log"
     host = os.uname().machine == target.arch.name
     accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, host) else "tcg"
+    root = empty_root(cache) if kernel_only else None
+    if kernel_only:
+        append = list(append or []) + ["kunit_shutdown=reboot"]
     cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus,
-                      guest_args or [])
+                      guest_args or [], root)
     (rundir / "boot-command").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     with open(console, "wb") as out:
