@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,15 @@ class Boot:
         return self.returncode is None
 
 
+def vng_path() -> str:
+    """virtme-ng installed with the runner (its venv's bin/ need not be on
+    PATH), else the one on PATH."""
+    beside = Path(sys.executable).parent / "vng"
+    return str(beside) if beside.exists() else "vng"
+
+
 def require_tools(target: Target) -> None:
-    tools.require({"vng": tools.BOOT_TOOLS["vng"]}, "booting a test kernel")
+    tools.require({vng_path(): tools.BOOT_TOOLS["vng"]}, "booting a test kernel")
     tools.require({target.arch.qemu: tools.QEMU[target.arch.qemu]},
                   f"booting an {target.arch.name} kernel")
 
@@ -58,7 +66,7 @@ def empty_root(cache: Path) -> Path:
 def vng_command(target: Target, image: Path, outdir: Path, accel: str,
                 append: list[str], memory: str, cpus: int, guest_args: list[str],
                 root: Path | None = None) -> list[str]:
-    cmd = ["vng", "--run", str(image), "--verbose", "--memory", memory,
+    cmd = [vng_path(), "--run", str(image), "--verbose", "--memory", memory,
            "--cpus", str(cpus)]
     if root is None:
         guest = " ".join(shlex.quote(a) for a in [str(GUEST_SCRIPT), str(outdir), *guest_args])
