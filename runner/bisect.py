@@ -8,6 +8,7 @@ selected tests' outcome to good, bad or skip."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import shutil
@@ -102,8 +103,7 @@ class Bisector:
     def test_commit(self, commit: str) -> tuple[Verdict, str, RunResult | None]:
         start = time.monotonic()
         stepdir = self.opts.results_dir / f"step-{len(self.steps) + 1:02d}-{commit[:12]}"
-        opts = pipeline.Options(**{**vars(self.opts), "results_dir": stepdir,
-                                   "kernel_src": str(self.repo), "kernel_rev": commit})
+        opts = dataclasses.replace(self.opts, results_dir=stepdir)
         run, infra = None, ""
         try:
             src = source.prepare_git(opts.cache, self.repo, commit, slot="bisect")

@@ -115,7 +115,6 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         kconfig.configure(target, src.tree, bdir, env, log)
         image = bdir / target.arch.image
         stamp = bdir / ".allocprof-built"
-        print_ = sys.stderr.write
         fp = _fingerprint(src, target, bdir)
         if image.exists() and stamp.exists() and stamp.read_text() == fp:
             return Built(image, bdir, log, rebuilt=False)
@@ -126,7 +125,7 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         # "modules" writes Module.symvers, which the helper module needs.
         cmd = ["make", f"O={bdir}", f"-j{jobs or os.cpu_count() or 1}", f"CC={cc}",
                image.name, "modules"]
-        print_(f"runner: building {target.build_name} kernel from {src.source_id} in {bdir}\n")
+        sys.stderr.write(f"runner: building {target.build_name} kernel from {src.source_id} in {bdir}\n")
         with open(log, "a") as out:
             out.write(f"$ {' '.join(cmd)}\n")
             out.flush()

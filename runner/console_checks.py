@@ -38,9 +38,9 @@ def checks(path: Path | None = None) -> list[Check]:
 
 
 def run(console: Path) -> TestResult:
-    found: dict[str, list[str]] = {c.name: [] for c in checks()}
-    exempt = None
     all_checks = checks()
+    found: dict[str, list[str]] = {c.name: [] for c in all_checks}
+    exempt = None
     with open(console, "rb") as f:
         for raw in f:
             line = raw.decode("utf-8", "replace").rstrip()

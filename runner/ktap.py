@@ -39,6 +39,8 @@ _CRASH = re.compile(
     r"Kernel panic - not syncing|BUG: |Oops: |Oops\[|general protection fault"
     r"|Unable to handle kernel|kernel BUG at|Internal error: "
 )
+
+
 def _is_hot(line: str) -> bool:
     """Worth a closer look? Plain substring tests: faster than a regex
     on the noise that makes up most of a console."""
@@ -47,10 +49,6 @@ def _is_hot(line: str) -> bool:
             or "fault" in line or "Unable to handle" in line or "Internal error" in line)
 
 
-# The same set as a regex, for reference and tests.
-_HOT = re.compile(
-    r"ok|TAP version|1\.\.|#|Bail out|BUG|Oops|panic|fault|Unable to handle|Internal error"
-)
 _CALLER = re.compile(r"^\[\s*[TC]\d+\]\s?")
 
 LOG_LIMIT = 400  # lines kept per test log (head and tail halves)
@@ -222,19 +220,7 @@ class Parser:
             self._attach_crash(line)
             return
         if not _is_hot(line) and (not self.stack or not line[:1].isspace()):
-            if self.stack:
-                lv = self.stack[-1]
-                if lv.start_ts is None:
-                    lv.start_ts = ts
-                log = lv.log
-                if log.budget is not None:
-                    log.budget.left -= 1
-                if len(log.head) < log.half:
-                    log.head.append(line)
-                else:
-                    if len(log.tail) == log.half:
-                        log.dropped += 1
-                    log.tail.append(line)
+            self._noise(line, ts)  # the inlined path above covers most lines
             return
         if _CRASH.search(line):
             self._on_crash(line)

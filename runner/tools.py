@@ -1,6 +1,7 @@
 """Host tools the pipeline needs, and the Debian packages that carry them."""
 
 import shutil
+from pathlib import Path
 
 from runner.errors import UserError
 
@@ -32,8 +33,6 @@ HEADERS = {
 
 
 def missing(tools: dict[str, str]) -> list[str]:
-    from pathlib import Path
-
     out = []
     for tool, pkg in tools.items():
         found = Path(tool).exists() if tool.startswith("/") else shutil.which(tool)
