@@ -125,7 +125,8 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         # "modules" writes Module.symvers, which the helper module needs.
         cmd = ["make", f"O={bdir}", f"-j{jobs or os.cpu_count() or 1}", f"CC={cc}",
                image.name, "modules"]
-        sys.stderr.write(f"runner: building {target.build_name} kernel from {src.source_id} in {bdir}\n")
+        sys.stderr.write(f"runner: building {target.build_name} kernel from "
+                         f"{src.source_id} in {bdir}\n")
         with open(log, "a") as out:
             out.write(f"$ {' '.join(cmd)}\n")
             out.flush()
