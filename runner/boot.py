@@ -44,6 +44,13 @@ def vng_path() -> str:
     return str(beside) if beside.exists() else "vng"
 
 
+def vng_env() -> dict[str, str]:
+    """vng runs virtme-run through PATH: put the runner's bin/ first."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
 def require_tools(target: Target) -> None:
     tools.require({vng_path(): tools.BOOT_TOOLS["vng"]}, "booting a test kernel")
     tools.require({target.arch.qemu: tools.QEMU[target.arch.qemu]},
@@ -105,7 +112,8 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
     with open(console, "wb") as out:
         try:
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+                                 stderr=subprocess.STDOUT, start_new_session=True,
+                                 env=vng_env())
         except OSError as e:
             raise UserError(f"cannot start vng: {e}; install it with: pip install virtme-ng") from e
         try:
