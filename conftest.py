@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import console_checks, pipeline, report
+from runner import console_checks, pipeline, report, tools
 from runner.errors import UserError
 from runner.kunit_cases import selftest_suite, suites_in
 from runner.paths import cache_root
@@ -78,16 +78,21 @@ def pytest_configure(config: pytest.Config) -> None:
 
 _RUN_DIR = pytest.StashKey[Path]()
 _TARGETS = pytest.StashKey[list[Target]]()
+_SKIPPED_ARCHES = pytest.StashKey[dict[str, str]]()
 
 
 def _targets(config: pytest.Config) -> list[Target]:
+    """Every requested target; those of a default arch this machine
+    cannot build or boot are in _SKIPPED_ARCHES with the reason."""
     if _TARGETS not in config.stash:
         try:
-            config.stash[_TARGETS] = targets(config.getoption("arch"),
-                                             config.getoption("variant"),
-                                             config.getoption("boot_variant"))
+            wanted = targets(config.getoption("arch"), config.getoption("variant"),
+                             config.getoption("boot_variant"))
+            _, skipped = tools.split_available(wanted, explicit=bool(config.getoption("arch")))
         except UserError as e:
             raise pytest.UsageError(str(e)) from None
+        config.stash[_TARGETS] = wanted
+        config.stash[_SKIPPED_ARCHES] = skipped
     return config.stash[_TARGETS]
 
 
@@ -134,6 +139,9 @@ class KunitSuite(pytest.Collector):
                 item = KunitItem.from_parent(self, name=f"{case}[{target.name}]",
                                              case=case, target=target)
                 item.add_marker(pytest.mark.kernel)
+                why = self.config.stash[_SKIPPED_ARCHES].get(target.arch.name)
+                if why:
+                    item.add_marker(pytest.mark.skip(reason=why))
                 # One worker per kernel build: no two builds of it at once.
                 item.add_marker(pytest.mark.xdist_group(target.build_name))
                 yield item

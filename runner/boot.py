@@ -14,10 +14,10 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import kvm, tools
+from runner import kvm, rootfs, tools
 from runner.errors import UserError
 from runner.targets import Target
 
@@ -63,23 +63,62 @@ def is_native(target: Target) -> bool:
 
 def empty_root(cache: Path) -> Path:
     """A root with nothing to run: for kernels whose arch has no guest
-    userspace yet, which end by kunit_shutdown=reboot before init."""
+    userspace, which end by kunit_shutdown=reboot before init."""
     root = cache / "rootfs" / "empty"
     for d in ("bin", "dev", "etc", "proc", "sys", "tmp"):
         (root / d).mkdir(parents=True, exist_ok=True)
     return root
 
 
+@dataclass
+class Guest:
+    """What the guest runs after boot: guest.sh with the selftests, or
+    nothing (kernel_only).  A foreign arch brings its own root, and then
+    the host's directories are shared under rootfs.SHARE_DIR."""
+    selftests: Path | None = None
+    module: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    root: Path | None = None  # None: the host's root
+    kernel_only: bool = False
+
+
+def _guest_command(guest: Guest, outdir: Path) -> tuple[list[str], str]:
+    """vng's directory options and the guest.sh command line."""
+    if guest.root is None:
+        def where(_name: str, host: Path) -> str:
+            return str(host)
+        opts = ["--rwdir", str(outdir)]
+    else:
+        def where(name: str, host: Path) -> str:
+            return rootfs.guest_path(name) + ("/" + host.name if host.is_file() else "")
+        opts = ["--rwdir", f"{rootfs.guest_path('out')}={outdir}",
+                "--rodir", f"{rootfs.guest_path('runner')}={GUEST_SCRIPT.parent}"]
+        for name, host in (("selftests", guest.selftests), ("module", guest.module)):
+            if host is not None:
+                shared = host.parent if host.is_file() else host
+                opts += ["--rodir", f"{rootfs.guest_path(name)}={shared}"]
+    args = [where("runner", GUEST_SCRIPT), where("out", outdir)]
+    if guest.selftests is not None:
+        args.append(where("selftests", guest.selftests))
+        env = dict(guest.env)
+        if guest.module is not None:
+            env["ALLOCPROF_TEST_MODULE"] = where("module", guest.module)
+        args += [f"{k}={v}" for k, v in env.items()]
+    return opts, " ".join(shlex.quote(a) for a in args)
+
+
 def vng_command(target: Target, image: Path, outdir: Path, accel: str,
-                append: list[str], memory: str, cpus: int, guest_args: list[str],
-                root: Path | None = None) -> list[str]:
+                append: list[str], memory: str, cpus: int, guest: Guest) -> list[str]:
     cmd = [vng_path(), "--run", str(image), "--verbose", "--memory", memory,
            "--cpus", str(cpus)]
-    if root is None:
-        guest = " ".join(shlex.quote(a) for a in [str(GUEST_SCRIPT), str(outdir), *guest_args])
-        cmd += ["--rwdir", str(outdir), "--exec", guest, "--cwd", "/"]
+    if guest.root is not None:
+        cmd += ["--root", str(guest.root)]
+    if guest.kernel_only:
+        cmd += ["--exec", "true"]
     else:
-        cmd += ["--root", str(root), "--exec", "true"]
+        opts, script = _guest_command(guest, outdir)
+        # vng takes --cwd as a host path inside the guest's root.
+        cmd += opts + ["--exec", script, "--cwd", str(guest.root or "/")]
     if accel != "kvm":
         cmd.append("--disable-kvm")
     for a in list(target.arch.cmdline) + append:
@@ -91,7 +130,7 @@ def vng_command(target: Target, image: Path, outdir: Path, accel: str,
 
 def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
          append: list[str] | None = None, memory: str = "1G", cpus: int = 2,
-         guest_args: list[str] | None = None, kernel_only: bool = False) -> Boot:
+         guest: Guest | None = None) -> Boot:
     require_tools(target)
     rundir.mkdir(parents=True, exist_ok=True)
     outdir = rundir / "guest"
@@ -102,11 +141,11 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
     console = rundir / "console.log"
     host = os.uname().machine == target.arch.name
     accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, host) else "tcg"
-    root = empty_root(cache) if kernel_only else None
-    if kernel_only:
+    guest = guest or Guest()
+    if guest.kernel_only:
+        guest = Guest(root=empty_root(cache), kernel_only=True)
         append = list(append or []) + ["kunit_shutdown=reboot"]
-    cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus,
-                      guest_args or [], root)
+    cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus, guest)
     (rundir / "boot-command").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     with open(console, "wb") as out:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from runner import ktap, pipeline, report, source
+from runner import ktap, pipeline, report, source, tools
 from runner.errors import UserError
 from runner.paths import cache_root
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
-from runner.targets import ARCHES, BOOT_VARIANTS, VARIANTS, targets
+from runner.targets import ARCHES, BOOT_VARIANTS, VARIANTS, Target, targets
 
 
 def _add_kernel_options(p: argparse.ArgumentParser) -> None:
@@ -50,6 +51,18 @@ def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
     return 0 if all(r.verdict().is_ok for r in runs) else 1
 
 
+def _runnable(args: argparse.Namespace) -> list[Target]:
+    """The requested targets this machine can build and boot; default
+    arches it cannot are skipped with one line each."""
+    runnable, skipped = tools.split_available(
+        targets(args.arch, args.variant, args.boot_variant), explicit=bool(args.arch))
+    for why in skipped.values():
+        print(f"runner: skipping {why}", file=sys.stderr)
+    if not runnable:
+        raise UserError("no arch can run here: " + "; ".join(skipped.values()))
+    return runnable
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cache = cache_root(args.cache_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -58,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,
                             append=args.append)
-    runs = [pipeline.get(opts, t) for t in targets(args.arch, args.variant, args.boot_variant)]
+    runs = [pipeline.get(opts, t) for t in _runnable(args)]
     args.junit = args.junit or results_dir / "junit.xml"
     args.json = args.json or results_dir / "results.json"
     rc = _write_reports(runs, args)
@@ -72,7 +85,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     cache = cache_root(args.cache_dir)
     src = source.prepare(cache, args.kernel_src, args.kernel_rev)
     seen = set()
-    for t in targets(args.arch, args.variant, args.boot_variant):
+    for t in _runnable(args):
         if t.build_name in seen:
             continue
         seen.add(t.build_name)
@@ -123,7 +136,8 @@ def cmd_bisect(args: argparse.Namespace) -> int:
         if not (args.good and args.bad):
             raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
         good, bad = args.good, args.bad
-    tlist = targets(args.arch, args.variant, args.boot_variant)
+    # One kernel per step: the host's arch unless another is named.
+    tlist = targets(args.arch or os.uname().machine, args.variant, args.boot_variant)
     if len(tlist) != 1:
         raise UserError("bisect runs one arch and one variant at a time")
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import boot, build, console_checks, known_issues, ktap, source
+from runner import boot, build, console_checks, known_issues, ktap, rootfs, source
 from runner.errors import UserError
 from runner.kunit_cases import expected_suites, selftest_suites
 from runner.lock import exclusive
@@ -140,24 +140,13 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     rundir.mkdir(parents=True, exist_ok=True)
     built = build.build(opts.cache, src, target, opts.jobs)
     cfg = built.config()
-    # Foreign arches have no guest userspace yet (issue #6): KUnit only,
-    # the kernel reboots itself after its tests.
-    kernel_only = not boot.is_native(target)
-    guest_args: list[str] = []
-    if not kernel_only:
-        selftests = build.build_selftests(src, target, built)
-        module = build.build_test_module(opts.cache, src, target, built)
-        # The selftests learn the configuration from the environment.
-        guest_args = [str(selftests)] + [
-            f"ALLOCPROF_{name}={cfg.get('CONFIG_MEM_ALLOC_PROFILING_' + name, 'n')}"
-            for name in ("ENABLED_BY_DEFAULT", "DEBUG")] + [f"ALLOCPROF_TEST_MODULE={module}"]
+    guest, no_userspace = _guest(opts, src, target, built, cfg)
     b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
-                  append=target.cmdline + opts.append, guest_args=guest_args,
-                  kernel_only=kernel_only)
+                  append=target.cmdline + opts.append, guest=guest)
     info = RunInfo(arch=target.arch.name, variant=target.label,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel)
-    done = (b.outdir / "guest-done").exists() or (kernel_only and not b.timed_out)
+    done = (b.outdir / "guest-done").exists() or (guest.kernel_only and not b.timed_out)
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:
@@ -165,9 +154,26 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     sys.stderr.write(f"runner: {target.name}: booted under {b.accel.upper()}, "
                      f"guest ran {b.seconds:.1f}s\n")
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
-    no_userspace = (f"no {target.arch.name} guest userspace for the selftests yet"
-                    if kernel_only else None)
     return results_from_console(b.console, info, done, b.outdir, feature, no_userspace)
+
+
+def _guest(opts: Options, src: source.PreparedSource, target: Target,
+           built: build.Built, cfg: dict[str, str]) -> tuple[boot.Guest, str | None]:
+    """The guest's userspace: the selftests on the host's root, or on the
+    arch's own root; KUnit only (with the reason) when the arch has none."""
+    root = None
+    if not boot.is_native(target):
+        if not target.arch.deb_arch:
+            return (boot.Guest(kernel_only=True),
+                    f"no {target.arch.name} guest userspace: Debian 12 has no "
+                    f"{target.arch.name} packages to make one from")
+        root = rootfs.prepare(opts.cache, target.arch)
+    selftests = build.build_selftests(src, target, built)
+    module = build.build_test_module(opts.cache, src, target, built)
+    # The selftests learn the configuration from the environment.
+    env = {f"ALLOCPROF_{name}": cfg.get(f"CONFIG_MEM_ALLOC_PROFILING_{name}", "n")
+           for name in ("ENABLED_BY_DEFAULT", "DEBUG")}
+    return boot.Guest(selftests=selftests, module=module, env=env, root=root), None
 
 
 def get(opts: Options, target: Target) -> RunResult:

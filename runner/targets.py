@@ -13,6 +13,9 @@ class Arch:
     image: str  # path of the boot image inside the build tree
     qemu: str
     cmdline: tuple[str, ...] = ()
+    # Debian arch whose packages make a foreign guest's root; "" if Debian 12
+    # has none (its riscv64 port is not in bookworm).
+    deb_arch: str = ""
 
 
 ARCHES = {
@@ -24,7 +27,7 @@ ARCHES = {
     ),
     "arm64": Arch(
         "arm64", "arm64", "aarch64-linux-gnu-", "arch/arm64/boot/Image",
-        "qemu-system-aarch64",
+        "qemu-system-aarch64", deb_arch="arm64",
     ),
     "riscv64": Arch(
         "riscv64", "riscv", "riscv64-linux-gnu-", "arch/riscv/boot/Image",
@@ -33,7 +36,9 @@ ARCHES = {
 }
 
 VARIANTS = ("default", "debug", "default-off", "off")
-DEFAULT_ARCHES = ("x86_64",)
+# Every arch is first-class; one whose tools are missing is skipped unless
+# asked for by name (see tools.arch_unavailable).
+DEFAULT_ARCHES = tuple(ARCHES)
 DEFAULT_VARIANTS = ("default",)
 # Boot variants: the value given to sysctl.vm.mem_profiling= ("none": no
 # option). "malformed" is a value kstrtobool() rejects.

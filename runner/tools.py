@@ -1,9 +1,11 @@
 """Host tools the pipeline needs, and the Debian packages that carry them."""
 
+import os
 import shutil
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.targets import Arch, Target
 
 # tool -> Debian package
 BUILD_TOOLS = {
@@ -19,6 +21,11 @@ HOST_CC = {"gcc": "gcc"}
 CROSS_CC = {
     "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
     "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
+}
+# The static C library the selftests link against, per cross compiler.
+CROSS_LIBC = {
+    "aarch64-linux-gnu-gcc": ("/usr/aarch64-linux-gnu/lib/libc.a", "libc6-dev-arm64-cross"),
+    "riscv64-linux-gnu-gcc": ("/usr/riscv64-linux-gnu/lib/libc.a", "libc6-dev-riscv64-cross"),
 }
 QEMU = {
     "qemu-system-x86_64": "qemu-system-x86",
@@ -50,3 +57,35 @@ def require(tools: dict[str, str], what: str) -> None:
             f"install with: apt-get install {' '.join(p for p in pkgs if ' ' not in p)}"
             + (" ; pip install virtme-ng" if any("pip" in p for p in pkgs) else "")
         )
+
+
+def arch_unavailable(arch: Arch, native: bool) -> str | None:
+    """Why kernels for @arch cannot be built and booted here, as one line
+    that says what to install; None if they can."""
+    need = {arch.qemu: QEMU[arch.qemu]}
+    if not native:
+        cc = arch.cross_compile + "gcc"
+        need[cc] = CROSS_CC[cc]
+        need[CROSS_LIBC[cc][0]] = CROSS_LIBC[cc][1]
+    gone = missing(need)
+    if gone:
+        pkgs = sorted({g.split("(")[1].rstrip(")") for g in gone})
+        return f"{arch.name} needs {', '.join(pkgs)}: apt-get install {' '.join(pkgs)}"
+    return None
+
+
+def split_available(targets: list[Target], explicit: bool) -> tuple[list[Target], dict[str, str]]:
+    """The targets that can run here, and why each other arch cannot.
+
+    An arch the user named (@explicit) that cannot run is an error; one
+    that only came with the defaults is skipped with the reason."""
+    runnable, skipped = [], {}
+    for t in targets:
+        why = arch_unavailable(t.arch, os.uname().machine == t.arch.name)
+        if why is None:
+            runnable.append(t)
+        elif explicit:
+            raise UserError(why)
+        else:
+            skipped[t.arch.name] = why
+    return runnable, skipped

@@ -35,7 +35,7 @@ def kunit_suites() -> set[str]:
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    p = runner("run", "--results-dir", str(out), cwd=ROOT)
+    p = runner("run", "--arch", "x86_64", "--results-dir", str(out), cwd=ROOT)
     runs = list(out.glob("*/results.json"))
     return p, out, runs
 
@@ -85,8 +85,8 @@ def test_recorded_console_reparses_identically(default_run):
 def test_tests_that_never_report_fail_with_console_tail(tmp_path):
     # KUnit switched off on the command line: the kernel boots and exits
     # cleanly but reports nothing, so every declared case must fail.
-    p = runner("run", "--results-dir", str(tmp_path), "--append", "kunit.enable=0",
-               cwd=ROOT)
+    p = runner("run", "--arch", "x86_64", "--results-dir", str(tmp_path),
+               "--append", "kunit.enable=0", cwd=ROOT)
     assert p.returncode == 1, p.stderr[-2000:]
     run = json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"][0]
     assert run["verdict"] == "crashed"
@@ -95,3 +95,17 @@ def test_tests_that_never_report_fail_with_console_tail(tmp_path):
     assert len(kunit) == sum(len(s.cases) for s in all_suites())
     assert run["console_tail"], "failure needs the console tail"
     assert "CRASHED" in p.stdout
+
+
+def test_arm64_suite_passes_on_its_own_userspace(tmp_path):
+    """Cross-built arm64 kernel, booted under TCG on a root unpacked from
+    Debian's arm64 packages: KUnit and the selftests all report."""
+    p = runner("run", "--arch", "arm64", "--results-dir", str(tmp_path), cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    run = json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"][0]
+    assert run["info"]["arch"] == "arm64" and run["verdict"] == "passed"
+    reported = {(leaf["suite"].split("/")[0], leaf["case"]) for leaf in run["leaves"]
+                if leaf["status"] == "pass"}
+    # The selftests ran in the arm64 guest (the host's binaries cannot).
+    assert ("module_unload_test", "global.load_shows_module_tags") in reported
+    assert ("allocinfo_test", "global.header_is_exact") in reported

@@ -144,3 +144,56 @@ def test_selftest_program_skipped_as_a_whole(tmp_path):
         assert r.status == Status.SKIP
         assert [c.name for c in r.children] == list(suite.cases)
         assert {c.reason for c in r.children} == {"CONFIG_MEM_ALLOC_PROFILING is not set"}
+
+
+def _guest_exec(cmd: list[str]) -> list[str]:
+    return cmd[cmd.index("--exec") + 1].split()
+
+
+def test_native_guest_sees_host_paths(tmp_path):
+    from runner import boot
+    st, ko = tmp_path / "st", tmp_path / "m" / "mod.ko"
+    st.mkdir()
+    ko.parent.mkdir()
+    ko.write_text("")
+    guest = boot.Guest(selftests=st, module=ko, env={"ALLOCPROF_DEBUG": "n"})
+    [t] = targets("x86_64", "default")
+    cmd = boot.vng_command(t, tmp_path / "bzImage", tmp_path / "out", "tcg", [], "1G", 2, guest)
+    assert "--root" not in cmd and "--rodir" not in cmd
+    assert _guest_exec(cmd)[1:] == [str(tmp_path / "out"), str(st), "ALLOCPROF_DEBUG=n",
+                                    f"ALLOCPROF_TEST_MODULE={ko}"]
+
+
+def test_foreign_guest_gets_its_root_and_shared_dirs(tmp_path):
+    from runner import boot
+    st, ko, root = tmp_path / "st", tmp_path / "m" / "mod.ko", tmp_path / "root"
+    for d in (st, ko.parent, root):
+        d.mkdir()
+    ko.write_text("")
+    guest = boot.Guest(selftests=st, module=ko, root=root)
+    [t] = targets("arm64", "default")
+    cmd = boot.vng_command(t, tmp_path / "Image", tmp_path / "out", "tcg", [], "1G", 2, guest)
+    assert cmd[cmd.index("--root") + 1] == str(root)
+    assert cmd[cmd.index("--cwd") + 1] == str(root)
+    assert f"/allocprof/selftests={st}" in cmd and f"/allocprof/module={ko.parent}" in cmd
+    assert f"/allocprof/out={tmp_path / 'out'}" in cmd
+    # No host path reaches the guest's command line.
+    assert _guest_exec(cmd) == ["/allocprof/runner/guest.sh", "/allocprof/out",
+                                "/allocprof/selftests",
+                                "ALLOCPROF_TEST_MODULE=/allocprof/module/mod.ko"]
+    assert cmd[cmd.index("--arch") + 1] == "arm64"
+
+
+def test_missing_arch_tools_skip_a_default_arch_but_fail_a_named_one(monkeypatch):
+    from runner import tools
+    real = tools.missing
+
+    def no_riscv(need):
+        return [f"{t} (x)" for t in need if "riscv64" in t] or real({})
+    monkeypatch.setattr(tools, "missing", no_riscv)
+    wanted = targets("x86_64,riscv64", "default")
+    runnable, skipped = tools.split_available(wanted, explicit=False)
+    assert [t.arch.name for t in runnable] == ["x86_64"]
+    assert "apt-get install" in skipped["riscv64"] and "\n" not in skipped["riscv64"]
+    with pytest.raises(UserError, match="riscv64 needs"):
+        tools.split_available(wanted, explicit=True)

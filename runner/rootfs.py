@@ -1,0 +1,127 @@
+"""Guest root filesystems for arches other than the host's.
+
+A native guest runs on the host's own root.  A foreign guest needs its
+arch's userspace: virtme-ng's init is a bash script, and the selftests
+want a shell with mount, insmod and timeout.  The root is unpacked from
+Debian's own packages for that arch (bash and its libraries, and
+busybox-static for the rest), so nothing comes from outside the package
+registry and no host binary ever runs in the guest.  It is built once per
+arch and package set and then shared read-only by every guest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from runner import tools
+from runner.errors import UserError
+from runner.lock import exclusive
+from runner.targets import Arch
+
+# The Debian packages a guest root is unpacked from: bash runs virtme-init,
+# busybox gives every other command.
+PACKAGES = ("bash", "libc6", "libtinfo6", "busybox-static")
+# Mount points for what the host shares with the guest (see GuestPaths).
+SHARE_DIR = "allocprof"
+_DIRS = ("dev", "proc", "sys", "run", "tmp", "root", "etc", "var/log", "var/tmp",
+         "lib/modules", "usr/sbin", "sbin")
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str:
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise UserError(f"{' '.join(cmd[:3])} failed: "
+                        f"{(p.stderr or p.stdout).strip().splitlines()[-1:]}")
+    return p.stdout
+
+
+def foreign_architectures() -> list[str]:
+    out = subprocess.run(["dpkg", "--print-foreign-architectures"],
+                         capture_output=True, text=True, check=False).stdout
+    return out.split()
+
+
+def _require_arch(arch: Arch) -> None:
+    tools.require({"dpkg-deb": "dpkg", "apt-get": "apt", "busybox": "busybox-static"},
+                  f"making an {arch.name} guest root")
+    if not arch.deb_arch:
+        raise UserError(f"Debian 12 has no {arch.name} packages to make a guest root from")
+    if arch.deb_arch not in foreign_architectures():
+        raise UserError(
+            f"an {arch.name} guest root needs Debian's {arch.deb_arch} packages: run "
+            f"dpkg --add-architecture {arch.deb_arch} && apt-get update (or .ci/install)")
+
+
+def _versions(arch: Arch) -> list[str]:
+    """pkg=version of every package, as apt would download them now."""
+    names = [f"{p}:{arch.deb_arch}" for p in PACKAGES]
+    out = subprocess.run(["apt-cache", "policy", *names], capture_output=True,
+                         text=True, check=False).stdout
+    versions, current = [], None
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            current = line.rstrip(":")
+        elif line.strip().startswith("Candidate:") and current:
+            version = line.split(":", 1)[1].strip()
+            if version == "(none)":
+                raise UserError(f"apt knows no {current}: run apt-get update")
+            versions.append(f"{current}={version}")
+    if len(versions) != len(names):
+        raise UserError(f"apt knows no {' '.join(names)}: run apt-get update")
+    return versions
+
+
+def _busybox_applets() -> list[str]:
+    """Applet paths ("bin/ls", "usr/bin/awk") of the host's busybox-static,
+    the same Debian build as the guest's."""
+    out = _run(["busybox", "--list-full"])
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def _unpack(arch: Arch, versions: list[str], root: Path) -> None:
+    with tempfile.TemporaryDirectory(prefix="allocprof-debs-") as tmp:
+        # apt-get download works without root and leaves the system alone.
+        _run(["apt-get", "download", "-q", *versions], cwd=Path(tmp))
+        for deb in sorted(Path(tmp).glob("*.deb")):
+            _run(["dpkg-deb", "-x", str(deb), str(root)])
+    for d in _DIRS:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    for applet in _busybox_applets():
+        path = root / applet
+        if path.exists() or path.is_symlink():
+            continue  # bash and its libraries stay themselves
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.symlink_to("/bin/busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "nobody:x:65534:65534:nobody:/:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    for d in ("out", "runner", "selftests", "module"):
+        (root / SHARE_DIR / d).mkdir(parents=True, exist_ok=True)
+
+
+def prepare(cache: Path, arch: Arch) -> Path:
+    """The cached guest root for @arch, made on first use."""
+    _require_arch(arch)
+    versions = _versions(arch)
+    key = hashlib.sha256("\n".join(versions).encode()).hexdigest()[:12]
+    root = cache / "rootfs" / f"{arch.name}-{key}"
+    done = root / ".allocprof-rootfs"
+    with exclusive(cache / "locks" / f"rootfs-{arch.name}.lock"):
+        if done.exists():
+            return root
+        if root.exists():
+            shutil.rmtree(root)  # left half-made by an interrupted run
+        root.mkdir(parents=True)
+        _unpack(arch, versions, root)
+        done.write_text("\n".join(versions) + "\n")
+    return root
+
+
+def guest_path(name: str) -> str:
+    """Where a shared directory ("out", "runner", "selftests", "module")
+    appears in a foreign guest."""
+    return f"/{SHARE_DIR}/{name}"
