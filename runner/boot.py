@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,64 +62,68 @@ def is_native(target: Target) -> bool:
     return os.uname().machine == target.arch.name
 
 
-def empty_root(cache: Path) -> Path:
-    """A root with nothing to run: for kernels whose arch has no guest
-    userspace, which end by kunit_shutdown=reboot before init."""
-    root = cache / "rootfs" / "empty"
-    for d in ("bin", "dev", "etc", "proc", "sys", "tmp"):
-        (root / d).mkdir(parents=True, exist_ok=True)
-    return root
-
-
 @dataclass
 class Guest:
-    """What the guest runs after boot: guest.sh with the selftests, or
-    nothing (kernel_only).  A foreign arch brings its own root, and then
-    the host's directories are shared under rootfs.SHARE_DIR."""
+    """What the guest runs after boot: guest.sh with the selftests or the
+    benchmark.  A foreign arch brings its own root, and then the host's
+    directories are shared under rootfs.SHARE_DIR."""
     selftests: Path | None = None
     module: Path | None = None
+    module_env: str = "ALLOCPROF_TEST_MODULE"  # how guest.sh learns its path
     env: dict[str, str] = field(default_factory=dict)
     root: Path | None = None  # None: the host's root
-    kernel_only: bool = False
+
+
+def _stage(guest: Guest, indir: Path) -> None:
+    """Copies what a foreign guest reads into one directory: one share
+    keeps the kernel command line short (riscv64 cuts it at 1024 bytes,
+    and vng spends about 100 on each share)."""
+    if indir.exists():
+        shutil.rmtree(indir)
+    indir.mkdir(parents=True)
+    shutil.copy2(GUEST_SCRIPT, indir / GUEST_SCRIPT.name)
+    if guest.selftests is not None:
+        shutil.copytree(guest.selftests, indir / "selftests")
+    if guest.module is not None:
+        (indir / "module").mkdir()
+        for ko in guest.module.parent.glob("*.ko"):
+            shutil.copy2(ko, indir / "module" / ko.name)
 
 
 def _guest_command(guest: Guest, outdir: Path) -> tuple[list[str], str]:
     """vng's directory options and the guest.sh command line."""
     if guest.root is None:
-        def where(_name: str, host: Path) -> str:
-            return str(host)
+        script, out = str(GUEST_SCRIPT), str(outdir)
+        selftests, module = guest.selftests, guest.module
         opts = ["--rwdir", str(outdir)]
     else:
-        def where(name: str, host: Path) -> str:
-            return rootfs.guest_path(name) + ("/" + host.name if host.is_file() else "")
-        opts = ["--rwdir", f"{rootfs.guest_path('out')}={outdir}",
-                "--rodir", f"{rootfs.guest_path('runner')}={GUEST_SCRIPT.parent}"]
-        for name, host in (("selftests", guest.selftests), ("module", guest.module)):
-            if host is not None:
-                shared = host.parent if host.is_file() else host
-                opts += ["--rodir", f"{rootfs.guest_path(name)}={shared}"]
-    args = [where("runner", GUEST_SCRIPT), where("out", outdir)]
-    if guest.selftests is not None:
-        args.append(where("selftests", guest.selftests))
-        env = dict(guest.env)
-        if guest.module is not None:
-            env["ALLOCPROF_TEST_MODULE"] = where("module", guest.module)
-        args += [f"{k}={v}" for k, v in env.items()]
+        indir = outdir.parent / "guest-in"
+        _stage(guest, indir)
+        shared_in = rootfs.guest_path("in")
+        script, out = f"{shared_in}/{GUEST_SCRIPT.name}", rootfs.guest_path("out")
+        selftests = guest.selftests and f"{shared_in}/selftests"
+        module = guest.module and f"{shared_in}/module/{guest.module.name}"
+        opts = ["--rwdir", f"{out}={outdir}", "--rodir", f"{shared_in}={indir}"]
+    args = [script, out, "" if selftests is None else str(selftests)]
+    env = dict(guest.env)
+    if module is not None:
+        env[guest.module_env] = str(module)
+    args += [f"{k}={v}" for k, v in env.items()]
     return opts, " ".join(shlex.quote(a) for a in args)
 
 
 def vng_command(target: Target, image: Path, outdir: Path, accel: str,
-                append: list[str], memory: str, cpus: int, guest: Guest) -> list[str]:
+                append: list[str], memory: str, cpus: int, guest: Guest,
+                qemu_opts: str = "") -> list[str]:
     cmd = [vng_path(), "--run", str(image), "--verbose", "--memory", memory,
            "--cpus", str(cpus)]
+    if qemu_opts:
+        cmd.append(f"--qemu-opts={qemu_opts}")
     if guest.root is not None:
         cmd += ["--root", str(guest.root)]
-    if guest.kernel_only:
-        cmd += ["--exec", "true"]
-    else:
-        opts, script = _guest_command(guest, outdir)
-        # vng takes --cwd as a host path inside the guest's root.
-        cmd += opts + ["--exec", script, "--cwd", str(guest.root or "/")]
+    opts, script = _guest_command(guest, outdir)
+    # vng takes --cwd as a host path inside the guest's root.
+    cmd += opts + ["--exec", script, "--cwd", str(guest.root or "/")]
     if accel != "kvm":
         cmd.append("--disable-kvm")
     for a in list(target.arch.cmdline) + append:
@@ -130,7 +135,9 @@ def vng_command(target: Target, image: Path, outdir: Path, accel: str,
 
 def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
          append: list[str] | None = None, memory: str = "1G", cpus: int = 2,
-         guest: Guest | None = None) -> Boot:
+         guest: Guest | None = None, icount: str = "") -> Boot:
+    """Boots @image and waits for it.  @icount, under TCG, makes the guest
+    clock count instructions (QEMU -icount): deterministic timings."""
     require_tools(target)
     rundir.mkdir(parents=True, exist_ok=True)
     outdir = rundir / "guest"
@@ -142,10 +149,9 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
     host = os.uname().machine == target.arch.name
     accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, host) else "tcg"
     guest = guest or Guest()
-    if guest.kernel_only:
-        guest = Guest(root=empty_root(cache), kernel_only=True)
-        append = list(append or []) + ["kunit_shutdown=reboot"]
-    cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus, guest)
+    qemu_opts = f"-icount {icount}" if icount and accel == "tcg" else ""
+    cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus, guest,
+                      qemu_opts)
     (rundir / "boot-command").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     with open(console, "wb") as out:

@@ -159,6 +159,30 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from runner import bench
+
+    arch = args.arch or os.uname().machine
+    if arch not in ARCHES:
+        raise UserError(f"unknown arch '{arch}': choose from {', '.join(ARCHES)}")
+    if args.iterations < 1 or args.repeat < 1:
+        raise UserError("--iterations and --repeat must be at least 1")
+    tools.split_available(targets(arch, None), explicit=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    results_dir = Path(args.results_dir or "results").resolve() / f"bench-{stamp}"
+    opts = pipeline.Options(cache=cache_root(args.cache_dir), results_dir=results_dir,
+                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
+                            jobs=args.jobs, boot_timeout=args.boot_timeout,
+                            append=args.append)
+    result = bench.run(opts, arch, args.iterations, args.repeat)
+    print(bench.table(result))
+    bench.write_json(result, args.json or results_dir / "bench.json")
+    if args.plot:
+        bench.plot(result, args.plot)
+    print(f"results: {results_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="runner",
@@ -186,6 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     bis.add_argument("--json", type=Path, help="write the result as JSON here")
     bis.add_argument("--results-dir", help="where steps are kept (default: ./results)")
     bis.set_defaults(func=cmd_bisect)
+
+    be = sub.add_parser("bench", help="allocation overhead per configuration, "
+                                      "as in the series' cover letter")
+    env_src, env_rev = source.env_sources()
+    be.add_argument("--kernel-src", default=env_src, metavar="PATH",
+                    help="kernel tree (default: Debian's linux-source-6.12)")
+    be.add_argument("--kernel-rev", default=env_rev, metavar="REV")
+    be.add_argument("--arch", help="one arch (default: the host's)")
+    be.add_argument("--iterations", type=int, default=100000,
+                    help="allocation/free pairs per loop (default: %(default)s)")
+    be.add_argument("--repeat", type=int, default=3,
+                    help="boots per configuration, interleaved (default: %(default)s)")
+    be.add_argument("--json", type=Path, metavar="PATH", help="write the figures here")
+    be.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot here")
+    be.add_argument("--cache-dir")
+    be.add_argument("-j", "--jobs", type=int)
+    be.add_argument("--boot-timeout", type=float, default=pipeline.TCG_TIMEOUT)
+    be.add_argument("--append", action="append", default=[])
+    be.add_argument("--results-dir")
+    be.set_defaults(func=cmd_bench)
 
     parse = sub.add_parser("parse", help="turn a saved console log into reports")
     parse.add_argument("file", help="console log, or - for standard input")

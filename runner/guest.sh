@@ -1,9 +1,10 @@
 #!/bin/sh
 # Runs inside the test guest (vng --exec):
 #   guest.sh OUTDIR [SELFTEST_DIR [NAME=VALUE ...]]
-# runs the selftests with NAME=VALUE in their environment, copies out what
-# the host cannot read from the console, then reboots, which ends QEMU
-# (-no-reboot) even on a kernel built without ACPI power-off.
+# runs the selftests (if SELFTEST_DIR is not empty) with NAME=VALUE in
+# their environment, or the allocation benchmark if ALLOCPROF_BENCH_MODULE
+# is set; copies out what the host cannot read from the console, then
+# reboots, which ends QEMU (-no-reboot) even on a kernel without ACPI.
 out="$1"
 selftests="${2:-}"
 [ $# -ge 2 ] && shift 2 || shift $#
@@ -15,6 +16,13 @@ uname -r > "$out/uname-r"
 cat /proc/cmdline > "$out/cmdline"
 [ -r /proc/sys/vm/mem_profiling ] && cat /proc/sys/vm/mem_profiling > "$out/mem_profiling"
 [ -r /proc/allocinfo ] && cat /proc/allocinfo > "$out/allocinfo"
+if [ -n "${ALLOCPROF_BENCH_MODULE:-}" ]; then
+	# Configuration (4) of the cover letter: switched on after boot.
+	[ "${ALLOCPROF_BENCH_ENABLE:-0}" = 1 ] && echo 1 > /proc/sys/vm/mem_profiling
+	insmod "$ALLOCPROF_BENCH_MODULE" "iterations=${ALLOCPROF_BENCH_ITERATIONS:-100000}" &&
+		rmmod alloc_tag_bench
+	cat /proc/meminfo > "$out/meminfo"
+fi
 if [ -n "$selftests" ] && [ -d "$selftests" ]; then
 	for t in "$selftests"/*_test; do
 		[ -x "$t" ] || continue

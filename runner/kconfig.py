@@ -26,6 +26,8 @@ def fragments(target: Target) -> list[Path]:
     if target.variant != "off":
         names.append("profiling.config")
     names.append(f"variant-{target.variant}.config")
+    if target.bench:
+        names.append("bench.config")
     paths = [d / n for n in names]
     for p in paths:
         if not p.exists():

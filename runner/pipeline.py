@@ -38,7 +38,7 @@ NO_FEATURE = "CONFIG_MEM_ALLOC_PROFILING is not set"
 
 
 def add_missing_expected(tests: list[TestResult], reason: str,
-                         feature: bool = True, no_userspace: str | None = None) -> None:
+                         feature: bool = True) -> None:
     """Adds every case our sources declare that the kernel never reported.
 
     Without the feature the KUnit suites cannot be built in: their cases
@@ -46,12 +46,6 @@ def add_missing_expected(tests: list[TestResult], reason: str,
     by_name = {t.name: t for t in tests}
     selftest_names = {s.name for s in selftest_suites()}
     for suite in expected_suites():
-        if no_userspace and suite.name in selftest_names and suite.name not in by_name:
-            tests.append(TestResult(
-                name=suite.name, status=Status.SKIP, reason=no_userspace,
-                children=[TestResult(name=c, status=Status.SKIP, reason=no_userspace)
-                          for c in suite.cases]))
-            continue
         if not feature and suite.name not in selftest_names:
             if suite.name not in by_name:
                 tests.append(TestResult(
@@ -106,8 +100,7 @@ def selftest_results(outdir: Path) -> list[TestResult]:
 
 
 def results_from_console(console: Path, info: RunInfo, completed: bool,
-                         outdir: Path | None = None, feature: bool = True,
-                         no_userspace: str | None = None) -> RunResult:
+                         outdir: Path | None = None, feature: bool = True) -> RunResult:
     parsed = ktap.parse_file(str(console))
     tests = parsed.tests
     if outdir is not None:
@@ -118,7 +111,7 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
         why = info.note or "the guest did not finish"
     else:
         why = "no result in the console"
-    add_missing_expected(tests, why, feature, no_userspace)
+    add_missing_expected(tests, why, feature)
     if parsed.found_ktap and completed:
         tests.append(console_checks.run(console))
     result = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
@@ -140,13 +133,13 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     rundir.mkdir(parents=True, exist_ok=True)
     built = build.build(opts.cache, src, target, opts.jobs)
     cfg = built.config()
-    guest, no_userspace = _guest(opts, src, target, built, cfg)
+    guest = _guest(opts, src, target, built, cfg)
     b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
                   append=target.cmdline + opts.append, guest=guest)
     info = RunInfo(arch=target.arch.name, variant=target.label,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel)
-    done = (b.outdir / "guest-done").exists() or (guest.kernel_only and not b.timed_out)
+    done = (b.outdir / "guest-done").exists()
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:
@@ -154,26 +147,25 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     sys.stderr.write(f"runner: {target.name}: booted under {b.accel.upper()}, "
                      f"guest ran {b.seconds:.1f}s\n")
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
-    return results_from_console(b.console, info, done, b.outdir, feature, no_userspace)
+    return results_from_console(b.console, info, done, b.outdir, feature)
+
+
+def guest_root(opts: Options, target: Target) -> Path | None:
+    """The root a guest of @target runs on: None for the host's own, else
+    the arch's root made by runner/rootfs.py."""
+    return None if boot.is_native(target) else rootfs.prepare(opts.cache, target.arch)
 
 
 def _guest(opts: Options, src: source.PreparedSource, target: Target,
-           built: build.Built, cfg: dict[str, str]) -> tuple[boot.Guest, str | None]:
-    """The guest's userspace: the selftests on the host's root, or on the
-    arch's own root; KUnit only (with the reason) when the arch has none."""
-    root = None
-    if not boot.is_native(target):
-        if not target.arch.deb_arch:
-            return (boot.Guest(kernel_only=True),
-                    f"no {target.arch.name} guest userspace: Debian 12 has no "
-                    f"{target.arch.name} packages to make one from")
-        root = rootfs.prepare(opts.cache, target.arch)
+           built: build.Built, cfg: dict[str, str]) -> boot.Guest:
+    """The guest runs the selftests, on the host's root or its arch's own."""
+    root = guest_root(opts, target)
     selftests = build.build_selftests(src, target, built)
     module = build.build_test_module(opts.cache, src, target, built)
     # The selftests learn the configuration from the environment.
     env = {f"ALLOCPROF_{name}": cfg.get(f"CONFIG_MEM_ALLOC_PROFILING_{name}", "n")
            for name in ("ENABLED_BY_DEFAULT", "DEBUG")}
-    return boot.Guest(selftests=selftests, module=module, env=env, root=root), None
+    return boot.Guest(selftests=selftests, module=module, env=env, root=root)
 
 
 def get(opts: Options, target: Target) -> RunResult:

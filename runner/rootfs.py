@@ -2,11 +2,12 @@
 
 A native guest runs on the host's own root.  A foreign guest needs its
 arch's userspace: virtme-ng's init is a bash script, and the selftests
-want a shell with mount, insmod and timeout.  The root is unpacked from
-Debian's own packages for that arch (bash and its libraries, and
-busybox-static for the rest), so nothing comes from outside the package
-registry and no host binary ever runs in the guest.  It is built once per
-arch and package set and then shared read-only by every guest.
+want a shell with mount, insmod and timeout.  The root holds bash and
+busybox for that arch, from Debian only, so no host binary ever runs in
+the guest: unpacked from Debian's binary packages where Debian 12 has the
+arch (arm64), else cross-built statically from Debian's source packages
+(riscv64, which is not a Debian 12 arch).  It is made once per arch and
+package set and then shared read-only by every guest.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
-from runner import tools
+from runner import source_packages, tools
 from runner.errors import UserError
 from runner.lock import exclusive
 from runner.targets import Arch
@@ -27,6 +29,8 @@ from runner.targets import Arch
 PACKAGES = ("bash", "libc6", "libtinfo6", "busybox-static")
 # Mount points for what the host shares with the guest (see GuestPaths).
 SHARE_DIR = "allocprof"
+# Bump when what _finish() makes changes, so cached roots are remade.
+LAYOUT = "2"
 _DIRS = ("dev", "proc", "sys", "run", "tmp", "root", "etc", "var/log", "var/tmp",
          "lib/modules", "usr/sbin", "sbin")
 
@@ -46,11 +50,9 @@ def foreign_architectures() -> list[str]:
 
 
 def _require_arch(arch: Arch) -> None:
-    tools.require({"dpkg-deb": "dpkg", "apt-get": "apt", "busybox": "busybox-static"},
-                  f"making an {arch.name} guest root")
-    if not arch.deb_arch:
-        raise UserError(f"Debian 12 has no {arch.name} packages to make a guest root from")
-    if arch.deb_arch not in foreign_architectures():
+    tools.require({"dpkg-deb": "dpkg", "apt-get": "apt", "busybox": "busybox-static",
+                   "dpkg-source": "dpkg-dev"}, f"making an {arch.name} guest root")
+    if arch.deb_arch and arch.deb_arch not in foreign_architectures():
         raise UserError(
             f"an {arch.name} guest root needs Debian's {arch.deb_arch} packages: run "
             f"dpkg --add-architecture {arch.deb_arch} && apt-get update (or .ci/install)")
@@ -88,6 +90,11 @@ def _unpack(arch: Arch, versions: list[str], root: Path) -> None:
         _run(["apt-get", "download", "-q", *versions], cwd=Path(tmp))
         for deb in sorted(Path(tmp).glob("*.deb")):
             _run(["dpkg-deb", "-x", str(deb), str(root)])
+    _finish(root)
+
+
+def _finish(root: Path) -> None:
+    """Mount points, busybox applet links, users, and our shared dirs."""
     for d in _DIRS:
         (root / d).mkdir(parents=True, exist_ok=True)
     for applet in _busybox_applets():
@@ -99,29 +106,47 @@ def _unpack(arch: Arch, versions: list[str], root: Path) -> None:
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
                                          "nobody:x:65534:65534:nobody:/:/bin/false\n")
     (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    for d in ("out", "runner", "selftests", "module"):
+    for d in ("out", "in"):
         (root / SHARE_DIR / d).mkdir(parents=True, exist_ok=True)
 
 
 def prepare(cache: Path, arch: Arch) -> Path:
     """The cached guest root for @arch, made on first use."""
     _require_arch(arch)
-    versions = _versions(arch)
-    key = hashlib.sha256("\n".join(versions).encode()).hexdigest()[:12]
-    root = cache / "rootfs" / f"{arch.name}-{key}"
-    done = root / ".allocprof-rootfs"
     with exclusive(cache / "locks" / f"rootfs-{arch.name}.lock"):
+        if arch.deb_arch:
+            versions = _versions(arch)
+            make = lambda root: _unpack(arch, versions, root)  # noqa: E731
+        else:
+            dscs = source_packages.download(cache)
+            versions = sorted(d.name for d in dscs)
+            make = lambda root: _cross_build(cache, arch, dscs, root)  # noqa: E731
+        key = hashlib.sha256("\n".join([LAYOUT, *versions]).encode()).hexdigest()[:12]
+        root = cache / "rootfs" / f"{arch.name}-{key}"
+        done = root / ".allocprof-rootfs"
         if done.exists():
             return root
         if root.exists():
             shutil.rmtree(root)  # left half-made by an interrupted run
         root.mkdir(parents=True)
-        _unpack(arch, versions, root)
+        sys.stderr.write(f"runner: making the {arch.name} guest root in {root}\n")
+        make(root)
         done.write_text("\n".join(versions) + "\n")
     return root
 
 
+def _cross_build(cache: Path, arch: Arch, dscs: list[Path], root: Path) -> None:
+    """Static bash and busybox for @arch from Debian's source packages."""
+    for dsc in dscs:
+        installed = source_packages.cross_build(cache, dsc, arch.cross_compile)
+        dest = root / "bin" / installed.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(installed, dest)
+    (root / "bin" / "sh").symlink_to("busybox")
+    _finish(root)
+
+
 def guest_path(name: str) -> str:
-    """Where a shared directory ("out", "runner", "selftests", "module")
-    appears in a foreign guest."""
+    """Where a shared directory appears in a foreign guest: "out" (written
+    by the guest) or "in" (what it runs, see boot._stage)."""
     return f"/{SHARE_DIR}/{name}"

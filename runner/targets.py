@@ -13,8 +13,8 @@ class Arch:
     image: str  # path of the boot image inside the build tree
     qemu: str
     cmdline: tuple[str, ...] = ()
-    # Debian arch whose packages make a foreign guest's root; "" if Debian 12
-    # has none (its riscv64 port is not in bookworm).
+    # Debian arch whose binary packages make a foreign guest's root; "" if
+    # Debian 12 has none (riscv64): the root is then cross-built from source.
     deb_arch: str = ""
 
 
@@ -51,11 +51,14 @@ class Target:
     arch: Arch
     variant: str
     boot: str = "none"  # a key of BOOT_VARIANTS
+    # A benchmark kernel: the test kernel without this project's KUnit
+    # suites, which only the profiling variants could build in.
+    bench: bool = False
 
     @property
     def build_name(self) -> str:
         """Boot variants of a target share its kernel."""
-        return f"{self.arch.name}-{self.variant}"
+        return f"{self.arch.name}-{self.variant}" + ("-bench" if self.bench else "")
 
     @property
     def label(self) -> str:

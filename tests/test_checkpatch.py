@@ -1,5 +1,5 @@
-"""kunit/ stays upstreamable: checkpatch.pl --no-tree -f from the kernel
-tree finds no error or warning in it."""
+"""kunit/ and the helper modules stay upstreamable: checkpatch.pl
+--no-tree -f from the kernel tree finds no error or warning in them."""
 
 import subprocess
 from pathlib import Path
@@ -9,7 +9,12 @@ import pytest
 from runner import source
 from runner.paths import cache_root
 
-KUNIT = Path(__file__).resolve().parent.parent / "kunit"
+ROOT = Path(__file__).resolve().parent.parent
+KUNIT = ROOT / "kunit"
+MODULES = ROOT / "selftests" / "alloc_tag" / "module"
+KERNEL_SOURCES = sorted(
+    [p for p in KUNIT.iterdir() if p.suffix == ".c" or p.name in ("Kconfig", "Makefile")]
+    + list(MODULES.glob("*.c")))
 
 
 def _checkpatch() -> Path:
@@ -19,13 +24,12 @@ def _checkpatch() -> Path:
     return tree / "scripts" / "checkpatch.pl"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in KUNIT.iterdir()
-                                        if p.suffix == ".c" or p.name in ("Kconfig", "Makefile")))
-def test_checkpatch_clean(name):
+@pytest.mark.parametrize("path", KERNEL_SOURCES, ids=lambda p: p.name)
+def test_checkpatch_clean(path):
     script = _checkpatch()
     p = subprocess.run(["perl", str(script), "--no-tree", "--terse",
                         "--show-types", "--ignore", "FILE_PATH_CHANGES,SPDX_LICENSE_TAG",
-                        "-f", str(KUNIT / name)],
+                        "-f", str(path)],
                        capture_output=True, text=True, check=False)
     problems = [line for line in p.stdout.splitlines() if ": ERROR:" in line
                 or ": WARNING:" in line]

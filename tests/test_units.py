@@ -172,15 +172,21 @@ def test_foreign_guest_gets_its_root_and_shared_dirs(tmp_path):
     ko.write_text("")
     guest = boot.Guest(selftests=st, module=ko, root=root)
     [t] = targets("arm64", "default")
-    cmd = boot.vng_command(t, tmp_path / "Image", tmp_path / "out", "tcg", [], "1G", 2, guest)
+    (st / "a_test").write_text("")
+    cmd = boot.vng_command(t, tmp_path / "Image", tmp_path / "run" / "out", "tcg", [], "1G", 2,
+                           guest)
     assert cmd[cmd.index("--root") + 1] == str(root)
     assert cmd[cmd.index("--cwd") + 1] == str(root)
-    assert f"/allocprof/selftests={st}" in cmd and f"/allocprof/module={ko.parent}" in cmd
-    assert f"/allocprof/out={tmp_path / 'out'}" in cmd
+    # Everything the guest runs is staged into one read-only share.
+    staged = tmp_path / "run" / "guest-in"
+    assert f"/allocprof/in={staged}" in cmd and f"/allocprof/out={tmp_path / 'run' / 'out'}" in cmd
+    assert cmd.count("--rodir") == 1 and cmd.count("--rwdir") == 1
+    assert (staged / "guest.sh").exists() and (staged / "selftests" / "a_test").exists()
+    assert (staged / "module" / "mod.ko").exists()
     # No host path reaches the guest's command line.
-    assert _guest_exec(cmd) == ["/allocprof/runner/guest.sh", "/allocprof/out",
-                                "/allocprof/selftests",
-                                "ALLOCPROF_TEST_MODULE=/allocprof/module/mod.ko"]
+    assert _guest_exec(cmd) == ["/allocprof/in/guest.sh", "/allocprof/out",
+                                "/allocprof/in/selftests",
+                                "ALLOCPROF_TEST_MODULE=/allocprof/in/module/mod.ko"]
     assert cmd[cmd.index("--arch") + 1] == "arm64"
 
 

@@ -1,0 +1,100 @@
+"""Debian source packages of the guest shell, cross-built statically.
+
+For an arch Debian 12 ships no binaries for, the guest's bash and busybox
+are built from Debian's own source packages with the cross compiler the
+kernel uses.  apt runs with private state under the cache, so the host's
+apt configuration is read but never changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from runner.errors import UserError
+
+PACKAGES = ("bash", "busybox")
+# deb-src line apt fetches from; Debian 12's main archive unless overridden.
+DEB_SRC = os.environ.get("ALLOCPROF_DEB_SRC", "http://deb.debian.org/debian bookworm main")
+
+
+def _apt(state: Path, *args: str, cwd: Path | None = None) -> None:
+    lists = state / "lists"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    sources = state / "sources.list"
+    sources.write_text(f"deb-src {DEB_SRC}\n")
+    cmd = ["apt-get", "-q", "-o", f"Dir::Etc::SourceList={sources}",
+           "-o", "Dir::Etc::SourceParts=/dev/null", "-o", f"Dir::State::Lists={lists}",
+           "-o", "APT::Sandbox::User=root", *args]
+    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        last = (p.stderr or p.stdout).strip().splitlines()[-1:]
+        raise UserError(f"apt-get {' '.join(args)} failed ({DEB_SRC}): {last}; "
+                        "set ALLOCPROF_DEB_SRC to a reachable 'URI suite component'")
+
+
+def download(cache: Path) -> list[Path]:
+    """The .dsc of each package, fetched (once per version) into the cache."""
+    state = cache / "rootfs" / "apt"
+    srcdir = cache / "rootfs" / "sources"
+    srcdir.mkdir(parents=True, exist_ok=True)
+    _apt(state, "update")
+    _apt(state, "source", "--download-only", *PACKAGES, cwd=srcdir)
+    dscs = []
+    for pkg in PACKAGES:
+        found = sorted(srcdir.glob(f"{pkg}_*.dsc"))
+        if not found:
+            raise UserError(f"apt-get source {pkg} left no .dsc in {srcdir}")
+        dscs.append(found[-1])
+    return dscs
+
+
+def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None,
+         answers: str = "") -> None:
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        p = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
+                           env=env, input=answers.encode(), check=False)
+    if p.returncode != 0:
+        raise UserError(f"cross-building the guest shell failed at '{' '.join(cmd[:3])}' "
+                        f"(log: {log})")
+
+
+def cross_build(cache: Path, dsc: Path, cross_compile: str) -> Path:
+    """Builds the package's one program, statically, for @cross_compile;
+    returns the binary (kept in the cache, named after the program)."""
+    pkg = dsc.name.split("_")[0]
+    work = cache / "rootfs" / "build" / f"{cross_compile}{dsc.stem}"
+    binary = work / pkg
+    if binary.exists():
+        return binary
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    tree = work / "src"
+    log = work / "build.log"
+    _run(["dpkg-source", "-x", str(dsc), str(tree)], cwd=work, log=log)
+    jobs = f"-j{os.cpu_count() or 1}"
+    host = cross_compile.rstrip("-")
+    if pkg == "busybox":
+        # Debian's own busybox-static configuration: the same applets as
+        # the host's busybox-static, whose list makes the applet links.
+        shutil.copy(tree / "debian" / "config" / "pkg" / "static", tree / ".config")
+        env = dict(os.environ, KCONFIG_NOTIMESTAMP="1")
+        # oldconfig asks nothing of a config made for this version; Enter
+        # takes the default should it ever ask.
+        _run(["make", f"CROSS_COMPILE={cross_compile}", "oldconfig"], tree, log, env,
+             answers="\n" * 2000)
+        _run(["make", f"CROSS_COMPILE={cross_compile}", jobs, "busybox"], tree, log, env)
+    else:
+        # Only virtme-init runs under bash: no readline, curses or NLS.
+        _run(["./configure", f"--host={host}", f"CC={cross_compile}gcc",
+              "--enable-static-link", "--without-bash-malloc", "--disable-nls",
+              "--disable-readline", "--disable-history", "--without-curses"], tree, log)
+        _run(["make", jobs], tree, log)
+    shutil.copy2(tree / pkg, binary)
+    shutil.rmtree(tree)
+    return binary
