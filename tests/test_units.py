@@ -203,3 +203,26 @@ def test_missing_arch_tools_skip_a_default_arch_but_fail_a_named_one(monkeypatch
     assert "apt-get install" in skipped["riscv64"] and "\n" not in skipped["riscv64"]
     with pytest.raises(UserError, match="riscv64 needs"):
         tools.split_available(wanted, explicit=True)
+
+
+def test_guest_root_links_applets_but_keeps_real_programs(tmp_path, monkeypatch):
+    from runner import rootfs
+    monkeypatch.setattr(rootfs, "_busybox_applets", lambda: ["bin/bash", "bin/ls",
+                                                             "usr/bin/env"])
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "bash").write_text("real bash")
+    rootfs._finish(tmp_path)
+    assert (tmp_path / "bin" / "bash").read_text() == "real bash"
+    assert str((tmp_path / "bin" / "ls").readlink()) == "/bin/busybox"
+    assert str((tmp_path / "usr" / "bin" / "env").readlink()) == "/bin/busybox"
+    for d in ("proc", "sys", "dev", "run", "allocprof/in", "allocprof/out"):
+        assert (tmp_path / d).is_dir(), d
+    assert "nobody:x:65534" in (tmp_path / "etc" / "passwd").read_text()
+
+
+def test_unknown_foreign_arch_setup_is_one_line(monkeypatch):
+    from runner import rootfs
+    from runner.targets import ARCHES
+    monkeypatch.setattr(rootfs, "foreign_architectures", lambda: [])
+    with pytest.raises(UserError, match="dpkg --add-architecture arm64 && apt-get update"):
+        rootfs._require_arch(ARCHES["arm64"])
