@@ -146,8 +146,7 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
         if stale.is_file():
             stale.unlink()
     console = rundir / "console.log"
-    host = os.uname().machine == target.arch.name
-    accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, host) else "tcg"
+    accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, is_native(target)) else "tcg"
     guest = guest or Guest()
     qemu_opts = f"-icount {icount}" if icount and accel == "tcg" else ""
     cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus, guest,
