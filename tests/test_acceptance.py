@@ -15,6 +15,9 @@ from runner.kunit_cases import all_suites, expected_suites
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.kernel
+# The tests reading one default run share an xdist worker, so the module
+# fixture boots that kernel once, not once per worker.
+ONE_RUN = pytest.mark.xdist_group("x86_64-default-run")
 
 
 def runner(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -40,6 +43,7 @@ def default_run(tmp_path_factory):
     return p, out, runs
 
 
+@ONE_RUN
 def test_default_suite_passes_on_real_kernel(default_run):
     p, out, runs = default_run
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -57,6 +61,7 @@ def test_default_suite_passes_on_real_kernel(default_run):
         assert (suite, case) in reported, f"{suite}.{case} not reported"
 
 
+@ONE_RUN
 def test_junit_has_one_testcase_per_kernel_test(default_run):
     _, out, runs = default_run
     doc = json.loads(runs[0].read_text())
@@ -67,6 +72,7 @@ def test_junit_has_one_testcase_per_kernel_test(default_run):
     assert props["arch"] == "x86_64" and props["variant"] == "default"
 
 
+@ONE_RUN
 def test_recorded_console_reparses_identically(default_run):
     _, out, runs = default_run
     doc = json.loads(runs[0].read_text())
