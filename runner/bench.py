@@ -128,43 +128,64 @@ def code_tag_bytes(target: Target, vmlinux: Path) -> int:
     return syms["__stop_alloc_tags"] - syms["__start_alloc_tags"]
 
 
+@dataclass
+class _Kernel:
+    target: Target
+    built: build.Built
+    module: Path  # alloc_tag_bench.ko built against it
+
+
+def _kernels(opts: pipeline.Options, src: source.PreparedSource,
+             arch: str) -> dict[int, _Kernel]:
+    """The benchmark kernel of each configuration; (2) and (4) share one."""
+    by_build: dict[str, tuple[build.Built, Path]] = {}
+    out = {}
+    for c in CONFIGS:
+        t = Target(ARCHES[arch], c.variant, c.boot, bench=True)
+        if t.build_name not in by_build:
+            b = build.build(opts.cache, src, t, opts.jobs)
+            ko = build.build_test_module(opts.cache, src, t, b).with_name("alloc_tag_bench.ko")
+            by_build[t.build_name] = (b, ko)
+        out[c.number] = _Kernel(t, *by_build[t.build_name])
+    return out
+
+
+def _boot_once(opts: pipeline.Options, c: Config, k: _Kernel, iterations: int,
+               rundir: Path) -> tuple[boot.Boot, str, dict[str, int]]:
+    """One boot of configuration @c: the console and the loops' times."""
+    guest = boot.Guest(module=k.module, module_env="ALLOCPROF_BENCH_MODULE",
+                       env={"ALLOCPROF_BENCH_ITERATIONS": str(iterations),
+                            "ALLOCPROF_BENCH_ENABLE": str(int(c.enable_at_runtime))},
+                       root=pipeline.guest_root(opts, k.target))
+    b = boot.boot(opts.cache, k.target, k.built.image, rundir, opts.boot_timeout,
+                  append=k.target.cmdline + ["kunit.enable=0"] + opts.append, guest=guest,
+                  icount=ICOUNT)
+    console = b.console.read_text(errors="replace")
+    got = figures(console)
+    if set(got) != set(LOOPS):
+        raise UserError(f"bench ({c.number}) {c.name}: the module reported no figures; "
+                        f"see the console in {b.console}")
+    return b, console, got
+
+
 def run(opts: pipeline.Options, arch: str, iterations: int, repeat: int) -> BenchResult:
     src = source.prepare(opts.cache, opts.kernel_src, opts.kernel_rev)
-    targets = {c.number: Target(ARCHES[arch], c.variant, c.boot, bench=True) for c in CONFIGS}
-    built, modules = {}, {}
-    for c in CONFIGS:
-        t = targets[c.number]
-        if t.build_name not in built:
-            built[t.build_name] = build.build(opts.cache, src, t, opts.jobs)
-            modules[t.build_name] = build.build_test_module(
-                opts.cache, src, t, built[t.build_name]).with_name("alloc_tag_bench.ko")
+    kernels = _kernels(opts, src, arch)
     results = []
     for c in CONFIGS:
-        t = targets[c.number]
-        vmlinux = built[t.build_name].build_dir / "vmlinux"
-        results.append(ConfigResult(c.number, c.name, t.build_name, paper=c.paper,
-                                    size=size_of(t, vmlinux),
-                                    memory={"code_tags": code_tag_bytes(t, vmlinux)}))
+        k = kernels[c.number]
+        vmlinux = k.built.build_dir / "vmlinux"
+        results.append(ConfigResult(c.number, c.name, k.target.build_name, paper=c.paper,
+                                    size=size_of(k.target, vmlinux),
+                                    memory={"code_tags": code_tag_bytes(k.target, vmlinux)}))
     clock = ""
+    # Repeats interleave the configurations: 1 2 3 4 1 2 3 4 ...
     for r in range(repeat):
         for c, res in zip(CONFIGS, results, strict=True):
-            t = targets[c.number]
             rundir = opts.results_dir / f"bench-{c.number}-{r + 1}"
-            guest = boot.Guest(module=modules[t.build_name], module_env="ALLOCPROF_BENCH_MODULE",
-                               env={"ALLOCPROF_BENCH_ITERATIONS": str(iterations),
-                                    "ALLOCPROF_BENCH_ENABLE": str(int(c.enable_at_runtime))},
-                               root=pipeline.guest_root(opts, t))
-            b = boot.boot(opts.cache, t, built[t.build_name].image, rundir, opts.boot_timeout,
-                          append=t.cmdline + ["kunit.enable=0"] + opts.append, guest=guest,
-                          icount=ICOUNT)
-            clock = ("QEMU -icount " + ICOUNT + " (guest instructions)"
-                     if b.accel == "tcg" else "wall time (KVM)")
-            console = b.console.read_text(errors="replace")
-            got = figures(console)
-            if set(got) != set(LOOPS):
-                tail = "\n".join(console.splitlines()[-15:])
-                raise UserError(f"bench ({c.number}) {c.name}: no figures in {b.console}"
-                                f"\n{tail}")
+            b, console, got = _boot_once(opts, c, kernels[c.number], iterations, rundir)
+            clock = (f"QEMU -icount {ICOUNT} (guest instructions)" if b.accel == "tcg"
+                     else "wall time (KVM)")
             for loop in LOOPS:
                 res.ns[loop].append(got[loop])
             if r == 0:
