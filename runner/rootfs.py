@@ -132,6 +132,10 @@ def prepare(cache: Path, arch: Arch) -> Path:
         sys.stderr.write(f"runner: making the {arch.name} guest root in {root}\n")
         make(root)
         done.write_text("\n".join(versions) + "\n")
+        # Roots of older package versions or layouts are never used again.
+        for old in root.parent.glob(f"{arch.name}-*"):
+            if old != root and (old / ".allocprof-rootfs").exists():
+                shutil.rmtree(old, ignore_errors=True)
     return root
 
 
