@@ -58,10 +58,6 @@ def require_tools(target: Target) -> None:
                   f"booting an {target.arch.name} kernel")
 
 
-def is_native(target: Target) -> bool:
-    return os.uname().machine == target.arch.name
-
-
 @dataclass
 class Guest:
     """What the guest runs after boot: guest.sh with the selftests or the
@@ -146,7 +142,7 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
         if stale.is_file():
             stale.unlink()
     console = rundir / "console.log"
-    accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, is_native(target)) else "tcg"
+    accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, target.arch.native) else "tcg"
     guest = guest or Guest()
     qemu_opts = f"-icount {icount}" if icount and accel == "tcg" else ""
     cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus, guest,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -13,20 +12,25 @@ from runner import ktap, pipeline, report, source, tools
 from runner.errors import UserError
 from runner.paths import cache_root
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
-from runner.targets import ARCHES, BOOT_VARIANTS, VARIANTS, Target, targets
+from runner.targets import ARCHES, BOOT_VARIANTS, HOST_ARCH, VARIANTS, Target, targets
 
 
 def _add_kernel_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", help=f"comma-separated, from: {', '.join(ARCHES)}")
+    p.add_argument("--variant", help=f"comma-separated, from: {', '.join(VARIANTS)}")
+    p.add_argument("--boot-variant", help="comma-separated sysctl.vm.mem_profiling= boot "
+                   f"options, from: {', '.join(BOOT_VARIANTS)} (default: none)")
+    _add_source_options(p)
+
+
+def _add_source_options(p: argparse.ArgumentParser) -> None:
+    """Where the kernel comes from and how it is built and booted."""
     env_src, env_rev = source.env_sources()
     p.add_argument("--kernel-src", default=env_src, metavar="PATH",
                    help="kernel tree to test (default: Debian's linux-source-6.12); "
                         "never modified")
     p.add_argument("--kernel-rev", default=env_rev, metavar="REV",
                    help="revision of a git --kernel-src (default: HEAD)")
-    p.add_argument("--arch", help=f"comma-separated, from: {', '.join(ARCHES)}")
-    p.add_argument("--variant", help=f"comma-separated, from: {', '.join(VARIANTS)}")
-    p.add_argument("--boot-variant", help="comma-separated sysctl.vm.mem_profiling= boot "
-                   f"options, from: {', '.join(BOOT_VARIANTS)} (default: none)")
     p.add_argument("--cache-dir", help="cache (default: $ALLOCPROF_CACHE or "
                                        "$XDG_CACHE_HOME/allocprof-ktest)")
     p.add_argument("-j", "--jobs", type=int, help="make jobs (default: all CPUs)")
@@ -137,7 +141,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
             raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
         good, bad = args.good, args.bad
     # One kernel per step: the host's arch unless another is named.
-    tlist = targets(args.arch or os.uname().machine, args.variant, args.boot_variant)
+    tlist = targets(args.arch or HOST_ARCH, args.variant, args.boot_variant)
     if len(tlist) != 1:
         raise UserError("bisect runs one arch and one variant at a time")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -162,12 +166,14 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from runner import bench
 
-    arch = args.arch or os.uname().machine
-    if arch not in ARCHES:
-        raise UserError(f"unknown arch '{arch}': choose from {', '.join(ARCHES)}")
+    arch = args.arch or HOST_ARCH
     if args.iterations < 1 or args.repeat < 1:
         raise UserError("--iterations and --repeat must be at least 1")
-    tools.split_available(targets(arch, None), explicit=True)
+    # An unknown arch, or one this machine cannot build or boot, is an error.
+    wanted = targets(arch, None)
+    if len(wanted) != 1:
+        raise UserError("bench runs one arch at a time")
+    tools.split_available(wanted, explicit=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     results_dir = Path(args.results_dir or "results").resolve() / f"bench-{stamp}"
     opts = pipeline.Options(cache=cache_root(args.cache_dir), results_dir=results_dir,
@@ -213,10 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="allocation overhead per configuration, "
                                       "as in the series' cover letter")
-    env_src, env_rev = source.env_sources()
-    be.add_argument("--kernel-src", default=env_src, metavar="PATH",
-                    help="kernel tree (default: Debian's linux-source-6.12)")
-    be.add_argument("--kernel-rev", default=env_rev, metavar="REV")
+    _add_source_options(be)
     be.add_argument("--arch", help="one arch (default: the host's)")
     be.add_argument("--iterations", type=int, default=100000,
                     help="allocation/free pairs per loop (default: %(default)s)")
@@ -224,11 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="boots per configuration, interleaved (default: %(default)s)")
     be.add_argument("--json", type=Path, metavar="PATH", help="write the figures here")
     be.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot here")
-    be.add_argument("--cache-dir")
-    be.add_argument("-j", "--jobs", type=int)
-    be.add_argument("--boot-timeout", type=float, default=pipeline.TCG_TIMEOUT)
-    be.add_argument("--append", action="append", default=[])
-    be.add_argument("--results-dir")
+    be.add_argument("--results-dir", help="where runs are kept (default: ./results)")
     be.set_defaults(func=cmd_bench)
 
     parse = sub.add_parser("parse", help="turn a saved console log into reports")

@@ -153,7 +153,7 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
 def guest_root(opts: Options, target: Target) -> Path | None:
     """The root a guest of @target runs on: None for the host's own, else
     the arch's root made by runner/rootfs.py."""
-    return None if boot.is_native(target) else rootfs.prepare(opts.cache, target.arch)
+    return None if target.arch.native else rootfs.prepare(opts.cache, target.arch)
 
 
 def _guest(opts: Options, src: source.PreparedSource, target: Target,

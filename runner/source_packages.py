@@ -36,17 +36,28 @@ def _apt(state: Path, *args: str, cwd: Path | None = None) -> None:
 
 
 def download(cache: Path) -> list[Path]:
-    """The .dsc of each package, fetched (once per version) into the cache."""
-    state = cache / "rootfs" / "apt"
+    """The .dsc of each package, fetched into the cache on first use only,
+    so that later runs need no network (delete rootfs/sources to refresh)."""
     srcdir = cache / "rootfs" / "sources"
-    srcdir.mkdir(parents=True, exist_ok=True)
-    _apt(state, "update")
-    _apt(state, "source", "--download-only", *PACKAGES, cwd=srcdir)
+    dscs = _downloaded(srcdir)
+    if dscs is None:
+        srcdir.mkdir(parents=True, exist_ok=True)
+        state = cache / "rootfs" / "apt"
+        _apt(state, "update")
+        _apt(state, "source", "--download-only", *PACKAGES, cwd=srcdir)
+        dscs = _downloaded(srcdir)
+        if dscs is None:
+            raise UserError(f"apt-get source {' '.join(PACKAGES)} left no .dsc in {srcdir}")
+    return dscs
+
+
+def _downloaded(srcdir: Path) -> list[Path] | None:
+    """The newest .dsc of each package in @srcdir, None if one is missing."""
     dscs = []
     for pkg in PACKAGES:
         found = sorted(srcdir.glob(f"{pkg}_*.dsc"))
         if not found:
-            raise UserError(f"apt-get source {pkg} left no .dsc in {srcdir}")
+            return None
         dscs.append(found[-1])
     return dscs
 

@@ -1,5 +1,6 @@
 """Arches and build variants a test kernel can be made for."""
 
+import os
 from dataclasses import dataclass
 
 from runner.errors import UserError
@@ -17,7 +18,14 @@ class Arch:
     # Debian 12 has none (riscv64): the root is then cross-built from source.
     deb_arch: str = ""
 
+    @property
+    def native(self) -> bool:
+        """Runs on this host's CPU: no cross compiler, KVM possible, and
+        the guest can use the host's root."""
+        return self.name == HOST_ARCH
 
+
+HOST_ARCH = os.uname().machine
 ARCHES = {
     "x86_64": Arch(
         "x86_64", "x86_64", "", "arch/x86/boot/bzImage", "qemu-system-x86_64",

@@ -1,6 +1,5 @@
 """Host tools the pipeline needs, and the Debian packages that carry them."""
 
-import os
 import shutil
 from pathlib import Path
 
@@ -48,10 +47,15 @@ def missing(tools: dict[str, str]) -> list[str]:
     return out
 
 
+def _packages(gone: list[str]) -> list[str]:
+    """The packages named in missing()'s "tool (package)" entries."""
+    return sorted({g.split("(")[1].rstrip(")") for g in gone})
+
+
 def require(tools: dict[str, str], what: str) -> None:
     gone = missing(tools)
     if gone:
-        pkgs = sorted({g.split("(")[1].rstrip(")") for g in gone})
+        pkgs = _packages(gone)
         raise UserError(
             f"{what} needs {', '.join(g.split(' ')[0] for g in gone)}: "
             f"install with: apt-get install {' '.join(p for p in pkgs if ' ' not in p)}"
@@ -59,17 +63,17 @@ def require(tools: dict[str, str], what: str) -> None:
         )
 
 
-def arch_unavailable(arch: Arch, native: bool) -> str | None:
+def arch_unavailable(arch: Arch) -> str | None:
     """Why kernels for @arch cannot be built and booted here, as one line
     that says what to install; None if they can."""
     need = {arch.qemu: QEMU[arch.qemu]}
-    if not native:
+    if not arch.native:
         cc = arch.cross_compile + "gcc"
         need[cc] = CROSS_CC[cc]
         need[CROSS_LIBC[cc][0]] = CROSS_LIBC[cc][1]
     gone = missing(need)
     if gone:
-        pkgs = sorted({g.split("(")[1].rstrip(")") for g in gone})
+        pkgs = _packages(gone)
         return f"{arch.name} needs {', '.join(pkgs)}: apt-get install {' '.join(pkgs)}"
     return None
 
@@ -81,7 +85,7 @@ def split_available(targets: list[Target], explicit: bool) -> tuple[list[Target]
     that only came with the defaults is skipped with the reason."""
     runnable, skipped = [], {}
     for t in targets:
-        why = arch_unavailable(t.arch, os.uname().machine == t.arch.name)
+        why = arch_unavailable(t.arch)
         if why is None:
             runnable.append(t)
         elif explicit:
