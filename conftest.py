@@ -7,22 +7,22 @@ on the same lock and read the saved results."""
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 
-from runner import console_checks, pipeline, report, tools
+from runner import console_checks, options, pipeline, report, tools
 from runner.errors import UserError
-from runner.kunit_cases import selftest_suite, suites_in
-from runner.paths import cache_root
+from runner.kunit_cases import selftest_suite, suites_in, upstream_suites
+from runner.paths import cache_root, new_run_dir
 from runner.results import RunResult, Status, TestResult
 from runner.targets import Target, targets
 
 ROOT = Path(__file__).resolve().parent
 KUNIT_DIR = ROOT / "kunit"
 CONSOLE_CHECKS = ROOT / "kernel" / "console-checks.txt"
+# Where items of the kernel's own alloc_tag selftests hang (see the file).
+UPSTREAM_SELFTESTS = ROOT / "selftests" / "upstream-selftests.txt"
 SELFTEST_DIR = ROOT / "selftests" / "alloc_tag"
 RUN_DIR_KEY = "allocprof_run_dir"
 GROUP_KEY = "allocprof_loadgroup"
@@ -30,19 +30,9 @@ GROUP_KEY = "allocprof_loadgroup"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("allocprof", "allocprof-ktest kernel targets")
-    g.addoption("--arch", help="comma-separated arches (default: x86_64)")
-    g.addoption("--variant", help="comma-separated variants (default: default)")
-    g.addoption("--boot-variant", help="comma-separated sysctl.vm.mem_profiling= boot "
-                "options: none, never, 0, 1, malformed (default: none)")
-    g.addoption("--kernel-src", default=os.environ.get("ALLOCPROF_KERNEL_SRC"),
-                help="kernel tree to test (default: Debian's linux-source-6.12)")
-    g.addoption("--kernel-rev", default=os.environ.get("ALLOCPROF_KERNEL_REV"),
-                help="revision of a git --kernel-src")
-    g.addoption("--cache-dir", help="runner cache directory")
+    options.add_to(g.addoption, options.KERNEL + options.SOURCE)
     g.addoption("--results-dir", default=str(ROOT / "results"),
                 help="where runs keep consoles and results")
-    g.addoption("--boot-timeout", type=float, default=pipeline.TCG_TIMEOUT,
-                help="seconds before a hung guest is killed")
 
 
 class _XdistHooks:
@@ -65,20 +55,22 @@ def pytest_configure(config: pytest.Config) -> None:
         if workerinput.get(GROUP_KEY):
             config.option.loadgroup = True
     else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = str(Path(config.getoption("results_dir")) / f"pytest-{stamp}-{os.getpid()}")
+        run_dir = str(new_run_dir(config.getoption("results_dir"), "pytest-"))
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "allocprof-xdist")
             # One worker per kernel: targets build in parallel, and a
             # target's items never wait on each other across workers.
             if getattr(config.option, "dist", "no") == "load":
                 config.option.dist = "loadgroup"
+        # Bad target options: one usage error here, not one per worker.
+        _targets(config)
     config.stash[_RUN_DIR] = Path(run_dir)
 
 
 _RUN_DIR = pytest.StashKey[Path]()
 _TARGETS = pytest.StashKey[list[Target]]()
 _SKIPPED_ARCHES = pytest.StashKey[dict[str, str]]()
+_CONTEXT = pytest.StashKey[pipeline.Options]()
 
 
 def _targets(config: pytest.Config) -> list[Target]:
@@ -103,6 +95,8 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
         return SelftestFile.from_parent(parent, path=file_path)
     if file_path == CONSOLE_CHECKS:
         return ConsoleChecksFile.from_parent(parent, path=file_path)
+    if file_path == UPSTREAM_SELFTESTS:
+        return UpstreamSelftestsFile.from_parent(parent, path=file_path)
     return None
 
 
@@ -126,6 +120,22 @@ class ConsoleChecksFile(pytest.File):
     def collect(self):
         names = tuple(c.name for c in console_checks.checks(self.path))
         yield KunitSuite.from_parent(self, name=console_checks.SUITE, cases=names)
+
+
+class UpstreamSelftestsFile(pytest.File):
+    """The alloc_tag selftests the kernel under test ships itself (7.x):
+    one item per case, read from the prepared tree."""
+
+    def collect(self):
+        if not any(t for t in _targets(self.config)
+                   if t.arch.name not in self.config.stash[_SKIPPED_ARCHES]):
+            return
+        try:
+            src = _options(self.config).source()
+        except UserError as e:
+            raise pytest.UsageError(str(e)) from None
+        for suite in upstream_suites(src.tree, src.layout.upstream_selftests):
+            yield KunitSuite.from_parent(self, name=suite.name, cases=suite.cases)
 
 
 class KunitSuite(pytest.Collector):
@@ -152,13 +162,18 @@ class KernelTestFailed(Exception):
 
 
 def _options(config: pytest.Config) -> pipeline.Options:
-    return pipeline.Options(
-        cache=cache_root(config.getoption("cache_dir")),
-        results_dir=config.stash[_RUN_DIR],
-        kernel_src=config.getoption("kernel_src"),
-        kernel_rev=config.getoption("kernel_rev"),
-        boot_timeout=config.getoption("boot_timeout"),
-    )
+    """The run context of this process: its source is prepared once."""
+    if _CONTEXT not in config.stash:
+        config.stash[_CONTEXT] = pipeline.Options(
+            cache=cache_root(config.getoption("cache_dir")),
+            results_dir=config.stash[_RUN_DIR],
+            kernel_src=config.getoption("kernel_src"),
+            kernel_rev=config.getoption("kernel_rev"),
+            jobs=config.getoption("jobs"),
+            boot_timeout=config.getoption("boot_timeout"),
+            append=config.getoption("append"),
+        )
+    return config.stash[_CONTEXT]
 
 
 def _combined(result: TestResult) -> tuple[Status, list[str]]:

@@ -11,6 +11,8 @@
 #include <linux/sched.h>
 #include <linux/string.h>
 
+#include "alloc_tag_kunit.h"
+
 static const char * const debug_msgs[] = {
 	"alloc_tag was not cleared (got tag for ",
 	"current->alloc_tag not set",
@@ -119,8 +121,7 @@ static void debug_check(struct kunit *test, int i)
 {
 	if (!IS_ENABLED(CONFIG_MEM_ALLOC_PROFILING_DEBUG))
 		kunit_skip(test, "needs CONFIG_MEM_ALLOC_PROFILING_DEBUG=y");
-	if (!mem_alloc_profiling_enabled())
-		kunit_skip(test, "memory allocation profiling is switched off");
+	skip_unless_profiling(test);
 	KUNIT_EXPECT_EQ_MSG(test, debug_count(i, debug_provokers[i]), 1,
 			    "expected one warning \"%s\"", debug_msgs[i]);
 }

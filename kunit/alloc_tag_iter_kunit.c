@@ -2,9 +2,9 @@
 /*
  * KUnit tests for walking allocation tags with the codetag iterator.
  *
- * This file is included at the end of lib/alloc_tag.c: the iterator needs
- * alloc_tag_cttype, which is private to that file and not exported, so the
- * tests must be built in.
+ * This file is included at the end of alloc_tag.c (in lib/ until 6.x, in
+ * mm/ since): the iterator needs alloc_tag_cttype, which is private to that
+ * file and not exported, so the tests must be built in.
  */
 #include <kunit/test.h>
 #include <linux/gfp.h>
@@ -13,6 +13,7 @@
 #include <linux/string.h>
 
 #include "../../mm/slab.h"
+#include "alloc_tag_kunit.h"
 
 #define ITER_TEST_ALLOCS 3
 #define ITER_TEST_SIZE 100
@@ -47,7 +48,7 @@ static struct alloc_tag *iter_start, *iter_stop;
 static void iter_skip_if_disabled(struct kunit *test)
 {
 	if (IS_ERR_OR_NULL(alloc_tag_cttype))
-		kunit_skip(test, "allocation tagging is not initialised");
+		kunit_skip(test, "no allocation tags registered: profiling is not supported in this boot");
 	iter_start = (struct alloc_tag *)kallsyms_lookup_name("__start_alloc_tags");
 	iter_stop = (struct alloc_tag *)kallsyms_lookup_name("__stop_alloc_tags");
 	KUNIT_ASSERT_NOT_NULL(test, iter_start);
@@ -86,9 +87,9 @@ static void codetag_walk_matches_section(struct kunit *test)
 
 	iter_skip_if_disabled(test);
 	section = iter_stop - iter_start;
-	codetag_lock_module_list(alloc_tag_cttype, true);
+	ct_list_lock(alloc_tag_cttype);
 	total = iter_count(&builtin, &out_of_order);
-	codetag_lock_module_list(alloc_tag_cttype, false);
+	ct_list_unlock(alloc_tag_cttype);
 
 	KUNIT_EXPECT_GT(test, section, 0);
 	KUNIT_EXPECT_EQ(test, builtin, section);
@@ -101,10 +102,10 @@ static void codetag_walk_is_repeatable(struct kunit *test)
 	size_t builtin1, builtin2, ooo, total1, total2;
 
 	iter_skip_if_disabled(test);
-	codetag_lock_module_list(alloc_tag_cttype, true);
+	ct_list_lock(alloc_tag_cttype);
 	total1 = iter_count(&builtin1, &ooo);
 	total2 = iter_count(&builtin2, &ooo);
-	codetag_lock_module_list(alloc_tag_cttype, false);
+	ct_list_unlock(alloc_tag_cttype);
 
 	KUNIT_EXPECT_EQ(test, total1, total2);
 	KUNIT_EXPECT_EQ(test, builtin1, builtin2);
@@ -129,7 +130,7 @@ static void codetag_fields_valid(struct kunit *test)
 	size_t nr_bad = 0, nr = 0;
 
 	iter_skip_if_disabled(test);
-	codetag_lock_module_list(alloc_tag_cttype, true);
+	ct_list_lock(alloc_tag_cttype);
 	iter = codetag_get_ct_iter(alloc_tag_cttype);
 	while ((ct = codetag_next_ct(&iter))) {
 		bool ok = ct_text_valid(ct->filename) && ct->lineno > 0 &&
@@ -147,7 +148,7 @@ static void codetag_fields_valid(struct kunit *test)
 		}
 		nr++;
 	}
-	codetag_lock_module_list(alloc_tag_cttype, false);
+	ct_list_unlock(alloc_tag_cttype);
 
 	KUNIT_EXPECT_GT(test, nr, 0);
 	KUNIT_EXPECT_EQ_MSG(test, nr_bad, 0, "first bad tag: %s:%u func:%s",
@@ -164,7 +165,7 @@ static int iter_find(struct alloc_tag *tag, struct codetag **found)
 	int seen = 0;
 
 	*found = NULL;
-	codetag_lock_module_list(alloc_tag_cttype, true);
+	ct_list_lock(alloc_tag_cttype);
 	iter = codetag_get_ct_iter(alloc_tag_cttype);
 	while ((ct = codetag_next_ct(&iter))) {
 		if (ct == &tag->ct) {
@@ -172,7 +173,7 @@ static int iter_find(struct alloc_tag *tag, struct codetag **found)
 			seen++;
 		}
 	}
-	codetag_lock_module_list(alloc_tag_cttype, false);
+	ct_list_unlock(alloc_tag_cttype);
 	return seen;
 }
 
@@ -205,8 +206,7 @@ static void codetag_counters_follow_allocations(struct kunit *test)
 	int i;
 
 	iter_skip_if_disabled(test);
-	if (!mem_alloc_profiling_enabled())
-		kunit_skip(test, "memory allocation profiling is switched off");
+	skip_unless_profiling(test);
 	iter_probe_site(&probe);
 	KUNIT_ASSERT_EQ(test, iter_find(probe.tag, &ct), 1);
 
@@ -255,8 +255,7 @@ static void top_users_puts_large_allocation_first(struct kunit *test)
 	int n = 0;
 
 	iter_skip_if_disabled(test);
-	if (!mem_alloc_profiling_enabled())
-		kunit_skip(test, "memory allocation profiling is switched off");
+	skip_unless_profiling(test);
 	blocks = kunit_kcalloc(test, TOP_MAX_BLOCKS, sizeof(*blocks), GFP_KERNEL);
 	KUNIT_ASSERT_NOT_NULL(test, blocks);
 
@@ -294,6 +293,24 @@ static struct alloc_tag *switch_tag(void)
 	return &tag;
 }
 
+/*
+ * Whether vm.mem_profiling may be switched in this boot. Until 7.x the
+ * sysctl is read-only when it cannot be (DEBUG=y, or profiling not
+ * supported); since, it is always 0644 and its handler refuses the write.
+ */
+static void iter_skip_unless_switchable(struct kunit *test)
+{
+#ifdef ALLOC_TAG_KUNIT_SYSCTL_ERRNO
+	if (IS_ENABLED(CONFIG_MEM_ALLOC_PROFILING_DEBUG))
+		kunit_skip(test, "vm.mem_profiling cannot be switched with CONFIG_MEM_ALLOC_PROFILING_DEBUG=y (EACCES)");
+	if (!mem_profiling_support)
+		kunit_skip(test, "profiling is not supported in this boot: vm.mem_profiling cannot be switched (EINVAL)");
+#else
+	if (memory_allocation_profiling_sysctls[0].mode != 0644)
+		kunit_skip(test, "vm.mem_profiling is read-only in this boot (DEBUG=y, or profiling not supported)");
+#endif
+}
+
 static void runtime_switch_stops_and_resumes_counting(struct kunit *test)
 {
 	bool was_enabled = mem_alloc_profiling_enabled();
@@ -302,9 +319,7 @@ static void runtime_switch_stops_and_resumes_counting(struct kunit *test)
 	void *p, *q;
 
 	iter_skip_if_disabled(test);
-	/* Read-only with DEBUG=y or when booted with =never (or unset). */
-	if (memory_allocation_profiling_sysctls[0].mode != 0644)
-		kunit_skip(test, "vm.mem_profiling is read-only in this kernel");
+	iter_skip_unless_switchable(test);
 
 	static_branch_disable(&mem_alloc_profiling_key);
 	before = alloc_tag_read(tag);

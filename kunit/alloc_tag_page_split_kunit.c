@@ -9,32 +9,10 @@
 #include <linux/gfp.h>
 #include <linux/mm.h>
 
-struct split_charge {
-	u64 bytes;
-	u64 calls;
-};
-
-static struct split_charge split_read(struct alloc_tag *tag)
-{
-	struct alloc_tag_counters c = alloc_tag_read(tag);
-
-	return (struct split_charge){ c.bytes, c.calls };
-}
+#include "alloc_tag_kunit.h"
 
 #define EXPECT_SPLIT(test, tag, base, npages, ncalls)			\
-	do {								\
-		struct split_charge __now = split_read(tag);		\
-		KUNIT_EXPECT_EQ_MSG(test, __now.bytes - (base).bytes,	\
-				    (u64)(npages) * PAGE_SIZE, "bytes");\
-		KUNIT_EXPECT_EQ_MSG(test, __now.calls - (base).calls,	\
-				    (u64)(ncalls), "calls");		\
-	} while (0)
-
-static void split_skip_unless_profiling(struct kunit *test)
-{
-	if (!mem_alloc_profiling_enabled())
-		kunit_skip(test, "memory allocation profiling is switched off");
-}
+	EXPECT_CHARGE(test, tag, base, (u64)(npages) * PAGE_SIZE, ncalls)
 
 static const unsigned int split_orders[] = { 1, 2, 3, 5 };
 
@@ -50,11 +28,11 @@ static void split_page_counts_every_piece(struct kunit *test)
 	unsigned int order = *(const unsigned int *)test->param_value;
 	unsigned int nr = 1U << order, i;
 	DEFINE_ALLOC_TAG(tag);
-	struct split_charge base;
+	struct charge base;
 	struct page *page;
 
-	split_skip_unless_profiling(test);
-	base = split_read(&tag);
+	skip_unless_profiling(test);
+	base = tag_charge(&tag);
 	page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, order));
 	KUNIT_ASSERT_NOT_NULL(test, page);
 	EXPECT_SPLIT(test, &tag, base, nr, 1);
@@ -73,13 +51,13 @@ static void alloc_pages_exact_counts_kept_pages(struct kunit *test)
 {
 	static const unsigned int npages[] = { 1, 3, 5, 7 };
 	DEFINE_ALLOC_TAG(tag);
-	struct split_charge base;
+	struct charge base;
 	void *p;
 	int i;
 
-	split_skip_unless_profiling(test);
+	skip_unless_profiling(test);
 	for (i = 0; i < ARRAY_SIZE(npages); i++) {
-		base = split_read(&tag);
+		base = tag_charge(&tag);
 		p = alloc_hooks_tag(&tag, alloc_pages_exact_noprof(npages[i] * PAGE_SIZE,
 								  GFP_KERNEL));
 		KUNIT_ASSERT_NOT_NULL(test, p);
@@ -94,11 +72,11 @@ static void free_pages_with_extra_reference(struct kunit *test)
 {
 	const unsigned int order = 2;
 	DEFINE_ALLOC_TAG(tag);
-	struct split_charge base;
+	struct charge base;
 	struct page *page;
 
-	split_skip_unless_profiling(test);
-	base = split_read(&tag);
+	skip_unless_profiling(test);
+	base = tag_charge(&tag);
 	page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, order));
 	KUNIT_ASSERT_NOT_NULL(test, page);
 	get_page(page);

@@ -122,6 +122,7 @@ class Bisector:
     def run(self, good: str, bad: str) -> dict:
         good_c = source.resolve_rev(self.repo, good)
         bad_c = source.resolve_rev(self.repo, bad)
+        check_endpoints(self.repo, good, good_c, bad, bad_c)
         for rev, want in ((good_c, Verdict.GOOD), (bad_c, Verdict.BAD)):
             got, why, _ = self.test_commit(rev)
             if got != want:
@@ -170,6 +171,24 @@ class Bisector:
             "builds": len(self.steps),
             "bisect_log": log,
         }
+
+
+def _is_ancestor(repo: Path, a: str, b: str) -> bool:
+    return subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", a, b],
+                          capture_output=True, check=False).returncode == 0
+
+
+def check_endpoints(repo: Path, good: str, good_c: str, bad: str, bad_c: str) -> None:
+    """Endpoints that cannot bracket a regression: one line, before any build."""
+    if good_c == bad_c:
+        raise UserError(f"--good {good} and --bad {bad} are the same commit "
+                        f"{good_c[:12]}: give a bad revision after the good one")
+    if not _is_ancestor(repo, good_c, bad_c):
+        if _is_ancestor(repo, bad_c, good_c):
+            raise UserError(f"--good {good} comes after --bad {bad}: swap them "
+                            "(--good must be an ancestor of --bad)")
+        raise UserError(f"--good {good} ({good_c[:12]}) is not an ancestor of --bad {bad} "
+                        f"({bad_c[:12]}): bisect needs a good commit in the bad one's history")
 
 
 def apply_series(cache: Path, base_repo: Path, base: str, series: Path) -> Path:

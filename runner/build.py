@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import kconfig, overlay, tools
+from runner.layout import OUR_SELFTESTS, UPSTREAM_SELFTESTS, upstream_program_name
 from runner.errors import UserError
 from runner.lock import exclusive
 from runner.paths import ccache_dir
@@ -21,7 +22,10 @@ from runner.targets import Target
 
 # Bump when the make targets or flags change, so stamps from before rebuild.
 BUILD_RECIPE = "image+modules/2"
-_ERROR = re.compile(r"(?:^|\s)(?:error|fatal error):|Error \d+|undefined reference")
+# Lines that say what went wrong, before make's own "Error N" summaries.
+_ERROR = re.compile(r"(?:^|\s)(?:error|fatal error):|undefined reference|"
+                    r"No rule to make target|\*\*\* (?!\[)")
+_MAKE_ERROR = re.compile(r"Error \d+")
 
 
 @dataclass
@@ -81,9 +85,10 @@ def first_error(log: Path) -> str:
     for line in lines:
         if "No space left on device" in line:
             return line.strip()
-    for line in lines:
-        if _ERROR.search(line):
-            return line.strip()
+    for rx in (_ERROR, _MAKE_ERROR):
+        for line in lines:
+            if rx.search(line):
+                return line.strip()
     return lines[-1].strip() if lines else "(empty build log)"
 
 
@@ -92,7 +97,7 @@ def _fingerprint(src: PreparedSource, target: Target, bdir: Path) -> str:
     h = hashlib.sha256()
     h.update(f"{BUILD_RECIPE}\0{src.key}\0{src.source_id}\0{target.build_name}\0".encode())
     h.update((bdir / ".config").read_bytes())
-    for f in sorted((src.tree / "lib" / "alloc_tag_kunit").glob("*")):
+    for f in sorted((src.tree / src.layout.layout.kunit_subdir).glob("*")):
         h.update(f.name.encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
@@ -142,24 +147,57 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         return Built(image, bdir, log, rebuilt=True)
 
 
-def build_selftests(src: PreparedSource, target: Target, built: Built) -> Path:
-    """Builds selftests/alloc_tag for the target with its lib.mk Makefile
-    (statically linked, so the same binaries run on any guest root)."""
-    out = built.build_dir / "selftests" / "alloc_tag"
-    out.mkdir(parents=True, exist_ok=True)
-    log = built.build_dir / "selftests.log"
-    cc = compiler(target)
-    cmd = ["make", "-C", str(src.tree / overlay.SELFTEST_SUBDIR), f"OUTPUT={out}",
-           f"CC={cc}", "LDFLAGS=-static", "all"]
-    env = dict(os.environ, LC_ALL="C")
-    env.pop("ARCH", None)  # lib.mk's ARCH is the userspace one
+def _headers(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:
+    """The kernel's uapi headers (make headers_install), for selftests that
+    include what the C library's headers do not have yet."""
+    hdr = built.build_dir / "usr" / "include"
+    stamp = built.build_dir / ".allocprof-headers"
+    fp = (built.build_dir / ".allocprof-built").read_text() if (
+        built.build_dir / ".allocprof-built").exists() else ""
+    if hdr.is_dir() and stamp.exists() and stamp.read_text() == fp:
+        return hdr
+    log = built.build_dir / "headers.log"
+    _make(["make", f"O={built.build_dir}", "headers_install"], src.tree,
+          make_env(target, cache), log, f"uapi headers for {target.name}")
+    stamp.write_text(fp)
+    return hdr
+
+
+def _make(cmd: list[str], cwd: Path | None, env: dict[str, str], log: Path, what: str) -> None:
     with open(log, "w") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
-        p = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=False)
+        p = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
+                           check=False)
     if p.returncode != 0:
-        raise UserError(f"selftest build failed for {target.name}: {first_error(log)} "
-                        f"(log: {log})")
+        raise UserError(f"{what} failed: {first_error(log)} (log: {log})")
+
+
+def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:
+    """Builds our selftests, and upstream's alloc_tag selftests where the
+    tree has them, for the target with their lib.mk Makefiles (statically
+    linked, so the same binaries run on any guest root).  Returns the one
+    directory the guest runs every *_test program of."""
+    out = built.build_dir / "selftests" / "alloc_tag"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cc = compiler(target)
+    hdr = _headers(cache, src, target, built)
+    env = dict(os.environ, LC_ALL="C")
+    env.pop("ARCH", None)  # lib.mk's ARCH is the userspace one
+    dirs = [(OUR_SELFTESTS, out, "selftests.log", "selftest build")]
+    if src.layout.upstream_selftests:
+        dirs.append((UPSTREAM_SELFTESTS, built.build_dir / "selftests" / "upstream",
+                     "upstream-selftests.log", "upstream alloc_tag selftest build"))
+    for rel, dest, logname, what in dirs:
+        dest.mkdir(parents=True, exist_ok=True)
+        cmd = ["make", "-C", str(src.tree / rel), f"OUTPUT={dest}", f"CC={cc}",
+               "LDFLAGS=-static", f"KHDR_INCLUDES=-isystem {hdr}", "all"]
+        _make(cmd, None, env, built.build_dir / logname, f"{what} for {target.name}")
+    for prog in src.layout.upstream_selftests:
+        # Upstream's programs run beside ours, named as their suites are.
+        shutil.copy2(built.build_dir / "selftests" / "upstream" / prog,
+                     out / upstream_program_name(prog))
     built.selftests = out
     return out
 
@@ -178,13 +216,9 @@ def build_test_module(cache: Path, src: PreparedSource, target: Target, built: B
         cc = f"ccache {cc}"
     cmd = ["make", "-C", str(src.tree), f"O={built.build_dir}", f"M={mdir}", f"CC={cc}",
            "modules"]
-    with open(log, "w") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        p = subprocess.run(cmd, env=make_env(target, cache), stdout=f,
-                           stderr=subprocess.STDOUT, check=False)
+    _make(cmd, None, make_env(target, cache), log, f"helper module build for {target.name}")
     ko = mdir / "alloc_tag_test_mod.ko"
-    if p.returncode != 0 or not ko.exists():
+    if not ko.exists():
         raise UserError(f"helper module build failed for {target.name}: {first_error(log)} "
                         f"(log: {log})")
     return ko

@@ -57,11 +57,27 @@ def wanted(frags: list[Path]) -> dict[str, str]:
     return out
 
 
-def not_stuck(want: dict[str, str], dotconfig: Path) -> list[str]:
-    """Options whose final value differs from what a fragment asked for."""
+_DECL = re.compile(r"^\s*(?:menu)?config\s+(\w+)", re.M)
+
+
+def declared(tree: Path) -> set[str]:
+    """Every CONFIG_ symbol some Kconfig file of @tree declares."""
+    out: set[str] = set()
+    for f in tree.rglob("Kconfig*"):
+        if f.is_file() and f.relative_to(tree).parts[0] != "tools":
+            out.update(f"CONFIG_{m}" for m in _DECL.findall(f.read_text(errors="replace")))
+    return out
+
+
+def not_stuck(want: dict[str, str], dotconfig: Path,
+              absent: set[str] = frozenset()) -> list[str]:
+    """Options whose final value differs from what a fragment asked for
+    (@absent: options this kernel does not have, which cannot stick)."""
     have = read_options(dotconfig)
     bad = []
     for opt, val in want.items():
+        if opt in absent:
+            continue
         got = have.get(opt, "n")
         if got != val:
             bad.append(f"{opt}={val} (got {got if opt in have else 'unset'})")
@@ -87,7 +103,15 @@ def configure(target: Target, tree: Path, build_dir: Path, make_env: dict[str, s
                            stderr=subprocess.STDOUT, check=False)
     if p.returncode != 0 or not dotconfig.exists():
         raise UserError(f"kernel configuration failed for {target.build_name}; see {log}")
-    bad = not_stuck(wanted(frags), dotconfig)
+    want = wanted(frags)
+    known = declared(tree)
+    # An option a kernel has retired (PROC_SYSCTL in 7.x) is noted in the
+    # log; every option the kernel has must stick.
+    absent = {o for o in want if o not in known}
+    if absent:
+        with open(log, "a") as out:
+            out.write(f"allocprof: not in this kernel, ignored: {' '.join(sorted(absent))}\n")
+    bad = not_stuck(want, dotconfig, absent)
     if bad:
         stamp.unlink(missing_ok=True)
         raise UserError(

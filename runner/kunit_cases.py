@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.layout import UPSTREAM_SELFTESTS, upstream_program_name
 from runner.paths import project_root
 
 _CASES = re.compile(
@@ -72,5 +73,28 @@ def selftest_suites(directory: Path | None = None) -> list[Suite]:
     return [selftest_suite(f) for f in sorted(d.glob("*_test.c"))]
 
 
-def expected_suites() -> list[Suite]:
-    return all_suites() + selftest_suites()
+# A plain kselftest.h program names its cases in ksft_test_result*() calls
+# (a skip names none: its message follows the directive).
+_KSFT_RESULT = re.compile(
+    r'ksft_test_result(?:_pass|_fail)?\s*\((?:[^;"]*,\s*)?"([\w.-]+)(?:\\n)?"')
+
+
+def upstream_suite(path: Path, name: str) -> Suite:
+    """An upstream selftest program of the kernel tree, as suite @name:
+    its TEST()s, else the cases its ksft_test_result() calls name, in
+    order (their KTAP numbers)."""
+    text = _strip_comments(path.read_text(errors="replace"))
+    harness = selftest_suite(path)
+    if harness.cases:
+        return Suite(path, name, harness.cases)
+    return Suite(path, name, tuple(dict.fromkeys(_KSFT_RESULT.findall(text))))
+
+
+def upstream_suites(tree: Path, programs: tuple[str, ...]) -> list[Suite]:
+    """The alloc_tag selftests the kernel tree itself ships."""
+    return [upstream_suite(tree / UPSTREAM_SELFTESTS / f"{p}.c", upstream_program_name(p))
+            for p in programs]
+
+
+def expected_suites(upstream: list[Suite] | None = None) -> list[Suite]:
+    return all_suites() + selftest_suites() + list(upstream or ())

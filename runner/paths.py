@@ -2,6 +2,8 @@
 reuses extracted sources, build trees and ccache from earlier runs."""
 
 import os
+import tempfile
+import time
 from pathlib import Path
 
 CACHE_ENV = "ALLOCPROF_CACHE"
@@ -27,3 +29,12 @@ def project_root() -> Path:
 
 def ccache_dir(cache: Path) -> Path:
     return cache / "ccache"
+
+
+def new_run_dir(parent: str | Path, prefix: str = "") -> Path:
+    """A new directory for one run's results, named by its start time and
+    made atomically: two runs started in the same second never share one."""
+    parent = Path(parent).expanduser().resolve()
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{stamp}-", dir=parent))

@@ -13,18 +13,21 @@ from pathlib import Path
 
 from runner import boot, build, console_checks, known_issues, ktap, rootfs, source
 from runner.errors import UserError
-from runner.kunit_cases import expected_suites, selftest_suites
+from runner.kunit_cases import Suite, expected_suites, selftest_suites, upstream_suites
 from runner.lock import exclusive
+from runner.options import TCG_TIMEOUT
 from runner.results import RunInfo, RunResult, Status, TestResult
 from runner.targets import Target
 
-TCG_TIMEOUT = 900.0
 _PLAN_SKIP = re.compile(r"^1\.\.0 # SKIP(.*)$", re.M)
 CONSOLE_TAIL = 40
 
 
 @dataclass
 class Options:
+    """The run context: cache, source, options, and the source once it is
+    prepared (once per run and process; preparing it again is a no-op)."""
+
     cache: Path
     results_dir: Path
     kernel_src: str | None = None
@@ -32,20 +35,26 @@ class Options:
     jobs: int | None = None
     boot_timeout: float = TCG_TIMEOUT
     append: list[str] = field(default_factory=list)
+    _source: source.PreparedSource | None = field(default=None, repr=False, compare=False)
+
+    def source(self) -> source.PreparedSource:
+        if self._source is None:
+            self._source = source.prepare(self.cache, self.kernel_src, self.kernel_rev)
+        return self._source
 
 
 NO_FEATURE = "CONFIG_MEM_ALLOC_PROFILING is not set"
 
 
 def add_missing_expected(tests: list[TestResult], reason: str,
-                         feature: bool = True) -> None:
+                         feature: bool = True, upstream: list[Suite] | None = None) -> None:
     """Adds every case our sources declare that the kernel never reported.
 
     Without the feature the KUnit suites cannot be built in: their cases
     are skipped with that reason instead of failing."""
     by_name = {t.name: t for t in tests}
-    selftest_names = {s.name for s in selftest_suites()}
-    for suite in expected_suites():
+    selftest_names = {s.name for s in selftest_suites() + list(upstream or ())}
+    for suite in expected_suites(upstream):
         if not feature and suite.name not in selftest_names:
             if suite.name not in by_name:
                 tests.append(TestResult(
@@ -72,10 +81,18 @@ def add_missing_expected(tests: list[TestResult], reason: str,
                 found.reason = found.reason or reason
 
 
-def selftest_results(outdir: Path) -> list[TestResult]:
+def _name_by_number(children: list[TestResult], cases: tuple[str, ...]) -> None:
+    """A plain kselftest program's results carry its cases' names only
+    when they ran: the one at KTAP number N is the Nth case it declares."""
+    for c in children:
+        if c.name not in cases and c.number and 1 <= c.number <= len(cases):
+            c.name = cases[c.number - 1]
+
+
+def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[TestResult]:
     """Each selftest program's KTAP output, as a suite named after it."""
     out = []
-    for suite in selftest_suites():
+    for suite in selftest_suites() + list(upstream or ()):
         path = outdir / f"selftest-{suite.name}.ktap"
         if not path.exists():
             continue
@@ -88,6 +105,8 @@ def selftest_results(outdir: Path) -> list[TestResult]:
                                   children=[TestResult(name=c, status=Status.SKIP, reason=why)
                                             for c in suite.cases]))
             continue
+        if suite in (upstream or ()):
+            _name_by_number(parsed.tests, suite.cases)
         exit_note = (outdir / f"selftest-{suite.name}.exit")
         worst = [t for t in parsed.tests if not t.status.is_ok]
         status = worst[0].status if worst else Status.PASS
@@ -100,18 +119,19 @@ def selftest_results(outdir: Path) -> list[TestResult]:
 
 
 def results_from_console(console: Path, info: RunInfo, completed: bool,
-                         outdir: Path | None = None, feature: bool = True) -> RunResult:
+                         outdir: Path | None = None, feature: bool = True,
+                         upstream: list[Suite] | None = None) -> RunResult:
     parsed = ktap.parse_file(str(console))
     tests = parsed.tests
     if outdir is not None:
-        tests += selftest_results(outdir)
+        tests += selftest_results(outdir, upstream)
     if parsed.crash:
         why = f"kernel crashed: {parsed.crash[0].strip()}"
     elif not completed:
         why = info.note or "the guest did not finish"
     else:
         why = "no result in the console"
-    add_missing_expected(tests, why, feature)
+    add_missing_expected(tests, why, feature, upstream)
     if parsed.found_ktap and completed:
         tests.append(console_checks.run(console))
     result = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
@@ -124,8 +144,7 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
 
 def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
     """Builds and boots @target and returns its parsed results."""
-    src = source.prepare(opts.cache, opts.kernel_src, opts.kernel_rev)
-    return execute_prepared(opts, target, rundir, src)
+    return execute_prepared(opts, target, rundir, opts.source())
 
 
 def execute_prepared(opts: Options, target: Target, rundir: Path,
@@ -147,7 +166,8 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     sys.stderr.write(f"runner: {target.name}: booted under {b.accel.upper()}, "
                      f"guest ran {b.seconds:.1f}s\n")
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
-    return results_from_console(b.console, info, done, b.outdir, feature)
+    upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
+    return results_from_console(b.console, info, done, b.outdir, feature, upstream)
 
 
 def guest_root(opts: Options, target: Target) -> Path | None:
@@ -160,7 +180,7 @@ def _guest(opts: Options, src: source.PreparedSource, target: Target,
            built: build.Built, cfg: dict[str, str]) -> boot.Guest:
     """The guest runs the selftests, on the host's root or its arch's own."""
     root = guest_root(opts, target)
-    selftests = build.build_selftests(src, target, built)
+    selftests = build.build_selftests(opts.cache, src, target, built)
     module = build.build_test_module(opts.cache, src, target, built)
     # The selftests learn the configuration from the environment.
     env = {f"ALLOCPROF_{name}": cfg.get(f"CONFIG_MEM_ALLOC_PROFILING_{name}", "n")

@@ -1,9 +1,11 @@
-"""Kernel source: Debian's linux-source-6.12 by default, or a user's tree.
+"""Kernel source: Debian's linux-source-6.12 by default, a Debian
+linux-source package by name (debian:linux-source-7.3), or a user's tree.
 
 The tree that gets built is always one the runner owns, in its cache: an
 extracted tarball, a shared clone of the user's git repository checked
 out at the wanted revision, or an rsync copy of a non-git tree.  The
-user's own tree is only ever read.
+user's own tree is only ever read.  Preparing a tree that is already
+prepared changes no file, so a build reading it is never disturbed.
 """
 
 from __future__ import annotations
@@ -17,19 +19,25 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import overlay
+from runner import apt, layout, overlay
 from runner.errors import UserError
+from runner.layout import TreeLayout
 from runner.lock import exclusive
 
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_PACKAGE = "linux-source-6.12"
-MIN_VERSION = (6, 10)
+PACKAGE_PREFIX = "debian:"
+# The suites apt looks in for a debian:linux-source-X.Y; more with
+# ALLOCPROF_DEB_SUITES="suite ..." (on the host's Debian mirrors).
+DEBIAN_SUITES = ("bookworm-security", "trixie-backports", "bookworm", "trixie")
+SUITES_ENV = "ALLOCPROF_DEB_SUITES"
 
-# Build products that make an O= build refuse a source tree.
+# Build products that make an O= build refuse a source tree (anchored:
+# arch/x86/kernel/vmlinux.lds.S is a source).
 _RSYNC_EXCLUDES = [
-    ".git", ".config", ".config.old", "include/config/", "include/generated/",
-    "arch/*/include/generated/", "*.o", "*.ko", ".*.cmd", "*.a", "vmlinux*",
-    "Module.symvers", "modules.order", ".tmp_*",
+    ".git", ".config", ".config.old", "/include/config/", "/include/generated/",
+    "/arch/*/include/generated/", "*.o", "*.ko", ".*.cmd", "*.a", "/vmlinux",
+    "/vmlinux.*", "/arch/*/kernel/vmlinux.lds", "Module.symvers", "modules.order", ".tmp_*",
 ]
 
 
@@ -38,7 +46,11 @@ class PreparedSource:
     tree: Path  # the tree the runner builds (its own)
     key: str  # names the build directories of this tree
     source_id: str  # git commit or tarball checksum, recorded with results
-    version: str  # e.g. 6.12.57
+    layout: TreeLayout  # where the feature lives in this tree
+
+    @property
+    def version(self) -> str:  # e.g. 6.12.57
+        return self.layout.version
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -52,36 +64,21 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     return p.stdout.strip()
 
 
-def kernel_version(tree: Path) -> str:
-    """VERSION.PATCHLEVEL.SUBLEVEL from the top Makefile."""
-    try:
-        head = (tree / "Makefile").read_text(errors="replace")[:2000]
-    except OSError as e:
-        raise UserError(f"{tree} is not a kernel tree (no Makefile)") from e
-    fields = {}
-    for key in ("VERSION", "PATCHLEVEL", "SUBLEVEL"):
-        m = re.search(rf"^{key}\s*=\s*(\d*)", head, re.M)
-        if not m:
-            raise UserError(f"{tree} is not a kernel tree (no {key} in its Makefile)")
-        fields[key] = m.group(1) or "0"
-    return f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{fields['SUBLEVEL']}"
+def check_supported(tree: Path, label: str) -> TreeLayout:
+    return layout.detect(tree, label)
 
 
-def check_supported(tree: Path, label: str) -> str:
-    version = kernel_version(tree)
-    major, minor = (int(x) for x in version.split(".")[:2])
-    kconfig = tree / "lib" / "Kconfig.debug"
-    has_feature = (tree / "lib" / "alloc_tag.c").exists() and kconfig.exists() and (
-        "config MEM_ALLOC_PROFILING\n" in kconfig.read_text(errors="replace")
-    )
-    if (major, minor) < MIN_VERSION or not has_feature:
-        why = (f"is {version}, older than 6.10" if (major, minor) < MIN_VERSION
-               else f"({version}) has no CONFIG_MEM_ALLOC_PROFILING")
-        raise UserError(
-            f"kernel source {label} {why}: memory allocation profiling needs "
-            "the series merged in 6.10; pick a newer revision"
-        )
-    return version
+def _prepare_once(tree: Path, state: str, label: str) -> TreeLayout:
+    """Probes @tree's layout and applies the overlay, unless the tree is
+    already prepared in @state with this overlay: then nothing is written."""
+    stamp = tree / overlay.PREPARED_STAMP
+    tl = check_supported(tree, label)
+    want = f"{state}\n{overlay.digest()}\n"
+    if stamp.exists() and stamp.read_text() == want:
+        return tl
+    overlay.apply(tree, tl)
+    stamp.write_text(want)
+    return tl
 
 
 def _tarball_sha256(path: Path, cache: Path) -> str:
@@ -122,14 +119,65 @@ def prepare_debian(cache: Path, tarball: Path = DEBIAN_TARBALL) -> PreparedSourc
             _run(["tar", "-xf", str(tarball), "-C", str(tmp)])
             (tmp / ".complete").write_text(sha)
             tmp.rename(dest)
-        version = check_supported(tree, str(tarball))
-        overlay.apply(tree)
+        tl = _prepare_once(tree, sha, str(tarball))
+    package = tarball.name.removesuffix(".tar.xz")
     return PreparedSource(
         tree=tree,
-        key=f"debian-{version}-{sha[:12]}",
-        source_id=f"{DEBIAN_PACKAGE}:{version}:sha256:{sha[:16]}",
-        version=version,
+        key=f"debian-{tl.version}-{sha[:12]}",
+        source_id=f"{package}:{tl.version}:sha256:{sha[:16]}",
+        layout=tl,
     )
+
+
+def _package_version(package: str) -> tuple[int, ...] | None:
+    m = re.fullmatch(r"linux-source-(\d+)\.(\d+)", package)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def fetch_package(cache: Path, package: str) -> Path:
+    """The tarball of Debian's @package, fetched once into the cache with
+    a private apt state; later runs need no network."""
+    version = _package_version(package)
+    if version is None:
+        raise UserError(f"--kernel-src {PACKAGE_PREFIX}{package}: not a Debian kernel "
+                        "source package; use debian:linux-source-X.Y (e.g. "
+                        "debian:linux-source-7.3)")
+    if version < layout.MIN_VERSION:
+        raise UserError(f"kernel source {PACKAGE_PREFIX}{package} is older than 6.10: "
+                        "memory allocation profiling needs the series merged in 6.10; "
+                        "pick linux-source-6.12 or newer")
+    pkgdir = cache / "debian" / package
+    tarball = pkgdir / f"{package}.tar.xz"
+    with exclusive(cache / "locks" / f"debian-{package}.lock"):
+        if tarball.exists():
+            return tarball
+        suites = list(DEBIAN_SUITES) + os.environ.get(SUITES_ENV, "").split()
+        private = apt.PrivateApt(cache / "apt" / "kernel",
+                                 tuple(apt.suite_line("deb", s) for s in suites))
+        private.run("update")
+        dl = pkgdir / "download"
+        shutil.rmtree(dl, ignore_errors=True)
+        dl.mkdir(parents=True)
+        _check_space(dl, 2_000_000_000, f"fetching {package}")
+        try:
+            private.run("download", package, cwd=dl)
+        except UserError as e:
+            if "Unable to locate" in str(e) or "No packages found" in str(e):
+                raise UserError(f"{package} is in none of the Debian suites "
+                                f"{' '.join(suites)}: add its suite with "
+                                f"{SUITES_ENV}='suite ...'") from None
+            raise
+        debs = sorted(dl.glob(f"{package}_*.deb"))
+        if not debs:
+            raise UserError(f"apt-get download {package} left no .deb in {dl}")
+        _run(["dpkg-deb", "-x", str(debs[-1]), str(dl / "x")])
+        found = dl / "x" / "usr" / "src" / f"{package}.tar.xz"
+        if not found.exists():
+            raise UserError(f"{debs[-1].name} has no usr/src/{package}.tar.xz")
+        found.rename(tarball)
+        (pkgdir / "deb-version").write_text(debs[-1].name + "\n")
+        shutil.rmtree(dl)
+    return tarball
 
 
 def _check_space(path: Path, need: int, what: str) -> None:
@@ -173,42 +221,45 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
             tree.parent.mkdir(parents=True, exist_ok=True)
             _run(["git", "clone", "--quiet", "--shared", "--no-checkout",
                   str(repo), str(tree)])
-        # Forget our overlay edits, then move to the commit; unchanged
-        # files keep their mtimes, so the build stays incremental.
-        _run(["git", "-C", str(tree), "checkout", "--quiet", "--force", "--detach", commit])
-        shutil.rmtree(tree / overlay.SUBDIR, ignore_errors=True)
-        shutil.rmtree(tree / overlay.SELFTEST_SUBDIR, ignore_errors=True)
-        version = check_supported(tree, f"{repo}@{commit[:12]}")
-        overlay.apply(tree)
+        head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--verify", "-q", "HEAD"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+        if head != commit or not (tree / overlay.PREPARED_STAMP).exists():
+            # Forget our overlay edits, then move to the commit; unchanged
+            # files keep their mtimes, so the build stays incremental.
+            (tree / overlay.PREPARED_STAMP).unlink(missing_ok=True)
+            _run(["git", "-C", str(tree), "checkout", "--quiet", "--force", "--detach", commit])
+        tl = _prepare_once(tree, commit, f"{repo}@{commit[:12]}")
     dirty = _run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
     note = "+uncommitted-changes-not-tested" if (dirty and not rev) else ""
-    return PreparedSource(tree=tree, key=key, source_id=f"git:{commit}{note}",
-                          version=version)
+    return PreparedSource(tree=tree, key=key, source_id=f"git:{commit}{note}", layout=tl)
 
 
 def prepare_copy(cache: Path, path: Path) -> PreparedSource:
-    """rsync a non-git tree into the cache (mtimes kept: incremental)."""
+    """rsync a non-git tree into the cache (mtimes kept: incremental); an
+    unchanged tree is not copied again."""
     check_supported(path, str(path))
     if not shutil.which("rsync"):
         raise UserError("rsync not found: install it with: apt-get install rsync")
-    key = tree_key(path)
-    tree = cache / "trees" / key
-    with exclusive(cache / "locks" / f"tree-{key}.lock"):
-        tree.mkdir(parents=True, exist_ok=True)
-        cmd = ["rsync", "-a", "--delete"]
-        for ex in _RSYNC_EXCLUDES + [overlay.SUBDIR + "/"]:
-            cmd += ["--exclude", ex]
-        _run(cmd + [f"{path}/", f"{tree}/"])
-        version = check_supported(tree, str(path))
-        overlay.apply(tree)
     listing = subprocess.run(
         ["find", ".", "-path", "./.git", "-prune", "-o", "-type", "f",
          "-printf", "%P %s %T@\n"],
         cwd=path, capture_output=True, check=False,
     ).stdout
-    digest = hashlib.sha256(b"".join(sorted(listing.splitlines()))).hexdigest()
+    digest = hashlib.sha256(b"\n".join(sorted(listing.splitlines()))).hexdigest()
+    key = tree_key(path)
+    tree = cache / "trees" / key
+    with exclusive(cache / "locks" / f"tree-{key}.lock"):
+        stamp = tree / overlay.PREPARED_STAMP
+        if not (stamp.exists() and stamp.read_text().startswith(f"{digest}\n")):
+            stamp.unlink(missing_ok=True)
+            tree.mkdir(parents=True, exist_ok=True)
+            cmd = ["rsync", "-a", "--delete"]
+            for ex in _RSYNC_EXCLUDES + overlay.owned_paths():
+                cmd += ["--exclude", ex]
+            _run(cmd + [f"{path}/", f"{tree}/"])
+        tl = _prepare_once(tree, digest, str(path))
     return PreparedSource(tree=tree, key=key, source_id=f"tree:{path}:{digest[:16]}",
-                          version=version)
+                          layout=tl)
 
 
 def prepare(cache: Path, kernel_src: str | None, rev: str | None = None,
@@ -217,6 +268,10 @@ def prepare(cache: Path, kernel_src: str | None, rev: str | None = None,
         if rev:
             raise UserError("--kernel-rev needs --kernel-src (a git tree)")
         return prepare_debian(cache)
+    if kernel_src.startswith(PACKAGE_PREFIX):
+        if rev:
+            raise UserError(f"--kernel-rev needs a git --kernel-src, not {kernel_src}")
+        return prepare_debian(cache, fetch_package(cache, kernel_src[len(PACKAGE_PREFIX):]))
     path = Path(kernel_src).expanduser().resolve()
     if not path.is_dir():
         raise UserError(f"--kernel-src {kernel_src}: no such directory")
@@ -226,7 +281,3 @@ def prepare(cache: Path, kernel_src: str | None, rev: str | None = None,
         raise UserError(f"--kernel-rev given but {path} is not a git tree")
     return prepare_copy(cache, path)
 
-
-def env_sources() -> tuple[str | None, str | None]:
-    """Defaults for --kernel-src/--kernel-rev from the environment."""
-    return os.environ.get("ALLOCPROF_KERNEL_SRC"), os.environ.get("ALLOCPROF_KERNEL_REV")

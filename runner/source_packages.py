@@ -13,26 +13,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from runner import apt
 from runner.errors import UserError
 
 PACKAGES = ("bash", "busybox")
-# deb-src line apt fetches from; Debian 12's main archive unless overridden.
-DEB_SRC = os.environ.get("ALLOCPROF_DEB_SRC", "http://deb.debian.org/debian bookworm main")
+# The guest shell is Debian 12's own ("URI suite component" overrides it).
+DEB_SRC_ENV = "ALLOCPROF_DEB_SRC"
 
 
-def _apt(state: Path, *args: str, cwd: Path | None = None) -> None:
-    lists = state / "lists"
-    (lists / "partial").mkdir(parents=True, exist_ok=True)
-    sources = state / "sources.list"
-    sources.write_text(f"deb-src {DEB_SRC}\n")
-    cmd = ["apt-get", "-q", "-o", f"Dir::Etc::SourceList={sources}",
-           "-o", "Dir::Etc::SourceParts=/dev/null", "-o", f"Dir::State::Lists={lists}",
-           "-o", "APT::Sandbox::User=root", *args]
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    if p.returncode != 0:
-        last = (p.stderr or p.stdout).strip().splitlines()[-1:]
-        raise UserError(f"apt-get {' '.join(args)} failed ({DEB_SRC}): {last}; "
-                        "set ALLOCPROF_DEB_SRC to a reachable 'URI suite component'")
+def _apt(cache: Path) -> apt.PrivateApt:
+    env = os.environ.get(DEB_SRC_ENV)
+    line = f"deb-src {env}" if env else apt.suite_line("deb-src", "bookworm")
+    return apt.PrivateApt(cache / "rootfs" / "apt", (line,))
 
 
 def download(cache: Path) -> list[Path]:
@@ -42,9 +34,9 @@ def download(cache: Path) -> list[Path]:
     dscs = _downloaded(srcdir)
     if dscs is None:
         srcdir.mkdir(parents=True, exist_ok=True)
-        state = cache / "rootfs" / "apt"
-        _apt(state, "update")
-        _apt(state, "source", "--download-only", *PACKAGES, cwd=srcdir)
+        private = _apt(cache)
+        private.run("update")
+        private.run("source", "--download-only", *PACKAGES, cwd=srcdir)
         dscs = _downloaded(srcdir)
         if dscs is None:
             raise UserError(f"apt-get source {' '.join(PACKAGES)} left no .dsc in {srcdir}")

@@ -53,20 +53,6 @@ def test_kunit_sources_declare_suites():
         assert s.cases, s.name
 
 
-def test_overlay_is_idempotent(tmp_path):
-    lib = tmp_path / "lib"
-    lib.mkdir()
-    (lib / "Kconfig.debug").write_text('menu "x"\nsource "lib/Kconfig.kasan"\nendmenu\n')
-    (lib / "Makefile").write_text("obj-y += a.o\n")
-    (lib / "alloc_tag.c").write_text("int x;\n")
-    first = overlay.apply(tmp_path)
-    assert "lib/Makefile" in first and "lib/alloc_tag.c" in first
-    assert overlay.apply(tmp_path) == []
-    kc = (lib / "Kconfig.debug").read_text()
-    assert kc.index("alloc_tag_kunit/Kconfig") < kc.index("Kconfig.kasan")
-    assert (lib / "alloc_tag.c").read_text().count("alloc_tag_iter_kunit.c") == 1
-
-
 def test_parse_exit_codes(tmp_path, capsys):
     good = tmp_path / "good.log"
     good.write_text("KTAP version 1\n1..2\nok 1 a\nok 2 b # SKIP nope\n")

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Helpers shared by the alloc_tag KUnit suites: exact charges of a tag,
+ * skips that give their true reason, and the few calls whose form changed
+ * since 6.10, so that one copy of each test builds on every kernel.
+ */
+#ifndef ALLOC_TAG_KUNIT_H
+#define ALLOC_TAG_KUNIT_H
+
+#include <kunit/test.h>
+#include <linux/alloc_tag.h>
+#include <linux/codetag.h>
+
+/* What a tag is charged: bytes and live calls. */
+struct charge {
+	u64 bytes;
+	u64 calls;
+};
+
+static inline struct charge tag_charge(struct alloc_tag *tag)
+{
+	struct alloc_tag_counters c = alloc_tag_read(tag);
+
+	return (struct charge){ c.bytes, c.calls };
+}
+
+/* Expects @tag to be charged exactly @dbytes and @dcalls more than @base. */
+#define EXPECT_CHARGE(test, tag, base, dbytes, dcalls)			\
+	do {								\
+		struct charge __now = tag_charge(tag);			\
+		KUNIT_EXPECT_EQ_MSG(test, __now.bytes - (base).bytes,	\
+				    (u64)(dbytes), "bytes");		\
+		KUNIT_EXPECT_EQ_MSG(test, __now.calls - (base).calls,	\
+				    (u64)(dcalls), "calls");		\
+	} while (0)
+
+/*
+ * Charges are made only while profiling is on. It is off when the boot
+ * option said 0 or never, when ENABLED_BY_DEFAULT=n was booted without
+ * the option, or after vm.mem_profiling was set to 0.
+ */
+static inline void skip_unless_profiling(struct kunit *test)
+{
+	if (!mem_alloc_profiling_enabled())
+		kunit_skip(test, "memory allocation profiling is off in this boot (vm.mem_profiling reads 0)");
+}
+
+/*
+ * The codetag module list lock: codetag_lock_module_list(type, bool) until
+ * a lock/unlock pair replaced it in 7.x. The hook that builds the iterator
+ * suite into alloc_tag.c defines ALLOC_TAG_KUNIT_CT_UNLOCK when the tree's
+ * <linux/codetag.h> declares codetag_unlock_module_list().
+ */
+#ifdef ALLOC_TAG_KUNIT_CT_UNLOCK
+#define ct_list_lock(type)	codetag_lock_module_list(type)
+#define ct_list_unlock(type)	codetag_unlock_module_list(type)
+#else
+#define ct_list_lock(type)	codetag_lock_module_list(type, true)
+#define ct_list_unlock(type)	codetag_lock_module_list(type, false)
+#endif
+
+/*
+ * kmem_cache_alloc_bulk() returned the number of objects until 7.x and
+ * returns a bool since: either way, success is @n in the result's type.
+ */
+#define bulk_ok(ret, n)	((ret) == (typeof(ret))(n))
+
+#endif /* ALLOC_TAG_KUNIT_H */
