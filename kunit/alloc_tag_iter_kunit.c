@@ -294,21 +294,16 @@ static struct alloc_tag *switch_tag(void)
 }
 
 /*
- * Whether vm.mem_profiling may be switched in this boot. Until 7.x the
- * sysctl is read-only when it cannot be (DEBUG=y, or profiling not
- * supported); since, it is always 0644 and its handler refuses the write.
+ * Whether vm.mem_profiling may be switched in this boot. Never with
+ * DEBUG=y (read-only until 7.x, EACCES since). Not when profiling is not
+ * supported: no tags are registered (7.x) or the sysctl is read-only.
  */
 static void iter_skip_unless_switchable(struct kunit *test)
 {
-#ifdef ALLOC_TAG_KUNIT_SYSCTL_ERRNO
 	if (IS_ENABLED(CONFIG_MEM_ALLOC_PROFILING_DEBUG))
-		kunit_skip(test, "vm.mem_profiling cannot be switched with CONFIG_MEM_ALLOC_PROFILING_DEBUG=y (EACCES)");
-	if (!mem_profiling_support)
-		kunit_skip(test, "profiling is not supported in this boot: vm.mem_profiling cannot be switched (EINVAL)");
-#else
+		kunit_skip(test, "vm.mem_profiling cannot be switched with CONFIG_MEM_ALLOC_PROFILING_DEBUG=y");
 	if (memory_allocation_profiling_sysctls[0].mode != 0644)
-		kunit_skip(test, "vm.mem_profiling is read-only in this boot (DEBUG=y, or profiling not supported)");
-#endif
+		kunit_skip(test, "vm.mem_profiling is read-only: profiling is not supported in this boot");
 }
 
 static void runtime_switch_stops_and_resumes_counting(struct kunit *test)

@@ -7,8 +7,4 @@ ifdef CONFIG_ALLOC_TAG_KUNIT_TEST
 # codetag_lock_module_list(type, bool) became a lock/unlock pair in 7.x.
 CFLAGS_alloc_tag.o += $(if $(shell grep -s codetag_unlock_module_list \
 	$(srctree)/include/linux/codetag.h),-DALLOC_TAG_KUNIT_CT_UNLOCK)
-# vm.mem_profiling went from read-only when it cannot be switched to
-# always 0644 with a handler that refuses the write.
-CFLAGS_alloc_tag.o += $(if $(shell grep -s proc_mem_profiling_handler \
-	$(srctree)/$(obj)/alloc_tag.c),-DALLOC_TAG_KUNIT_SYSCTL_ERRNO)
 endif

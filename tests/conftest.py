@@ -10,3 +10,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 @pytest.fixture
 def data() -> Path:
     return DATA
+
+
+@pytest.fixture
+def tree_6_12(tmp_path):
+    """The lines of 6.12.117 that the known issues' source probes read:
+    pgalloc_tag_copy()'s bytes-as-pages bug, ___free_pages() without the
+    tail-page fix."""
+    (tmp_path / "include" / "linux").mkdir(parents=True)
+    (tmp_path / "include" / "linux" / "mm.h").write_text(
+        "\t\talloc_tag_sub(ref, folio_nr_pages(new));\n")
+    (tmp_path / "mm").mkdir()
+    (tmp_path / "mm" / "page_alloc.c").write_text(
+        "\t\twhile (order-- > 0)\n\t\t\tfree_unref_page(page + (1 << order), order);\n")
+    return tmp_path

@@ -41,12 +41,13 @@ def test_kselftest_harness_output(data):
     assert len(mod.tests) == 4 and {t.status for t in mod.tests} == {Status.PASS}
 
 
-def test_debug_console_known_issue_is_xfail_not_pass(data):
+def test_debug_console_known_issue_is_xfail_not_pass(data, tree_6_12):
     from runner.pipeline import results_from_console
     from runner.results import RunInfo
 
     info = RunInfo(arch="x86_64", variant="debug", kernel_version="6.12.117")
-    run = results_from_console(data / "x86_64-debug-6.12.117.console.log", info, True)
+    run = results_from_console(data / "x86_64-debug-6.12.117.console.log", info, True,
+                               tree=tree_6_12)
     by_id = {run.test_id(leaf): leaf.result for leaf in run.leaves()}
     check = by_id["x86_64/debug/console/no_unexpected_alloc_tag_warnings"]
     assert check.status == Status.XFAIL
@@ -59,7 +60,7 @@ def test_debug_console_known_issue_is_xfail_not_pass(data):
         Status.CRASHED
 
 
-def test_compaction_bug_is_a_version_bound_xfail(data):
+def test_compaction_bug_is_a_version_bound_xfail(data, tree_6_12):
     from runner import known_issues
     from runner.results import RunInfo, RunResult, TestResult
 
@@ -70,7 +71,7 @@ def test_compaction_bug_is_a_version_bound_xfail(data):
     assert by_case["global.compaction_leaves_migration_target_tag_empty"].status == Status.FAIL
     run = RunResult(RunInfo(arch="x86_64", variant="default", kernel_version="6.12.117"),
                     [suite])
-    known_issues.apply(run)
+    known_issues.apply(run, tree=tree_6_12)
     assert by_case["global.compaction_leaves_migration_target_tag_empty"].status == \
         Status.XFAIL
     assert run.verdict().value == "passed"

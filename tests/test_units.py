@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import kconfig, overlay
+from runner import kconfig
 from runner.cli import main
 from runner.errors import UserError
 from runner.kunit_cases import all_suites
@@ -93,27 +93,58 @@ def test_status_is_ok():
     assert not Status.CRASHED.is_ok and not Status.FAIL.is_ok
 
 
-def test_known_issue_turns_only_fully_explained_failures_into_xfail():
-    from runner import known_issues
+def _console_failure(version, diags):
     from runner.results import RunInfo, RunResult, TestResult
 
-    def run(version, diags):
-        console = TestResult("console", Status.FAIL, children=[
-            TestResult("no_unexpected_alloc_tag_warnings", Status.FAIL, diagnostics=diags)])
-        return RunResult(RunInfo(arch="x86_64", variant="debug", kernel_version=version),
-                         [console])
+    console = TestResult("console", Status.FAIL, children=[
+        TestResult("no_unexpected_alloc_tag_warnings", Status.FAIL, diagnostics=diags)])
+    return RunResult(RunInfo(arch="x86_64", variant="debug", kernel_version=version),
+                     [console])
 
-    ok = run("6.12.117", ["[    1.160020] alloc_tag was not set"])
-    known_issues.apply(ok)
+
+def _tree(tmp_path, page_alloc: str):
+    (tmp_path / "mm").mkdir(exist_ok=True)
+    (tmp_path / "mm" / "page_alloc.c").write_text(page_alloc)
+    return tmp_path
+
+
+def test_known_issue_turns_only_fully_explained_failures_into_xfail(tmp_path):
+    from runner import known_issues
+
+    unfixed = _tree(tmp_path, "static void ___free_pages(void) { free_unref_page(); }\n")
+    ok = _console_failure("6.12.117", ["[    1.160020] alloc_tag was not set"])
+    known_issues.apply(ok, tree=unfixed)
     leaf = ok.leaves()[0].result
     assert leaf.status == Status.XFAIL and "known kernel bug" in leaf.reason
-    other = run("6.12.117", ["[    1.1] alloc_tag was not set",
-                             "[    1.2] alloc_tag was not cleared (got tag for x.c:1)"])
-    known_issues.apply(other)
+    other = _console_failure("6.12.117", [
+        "[    1.1] alloc_tag was not set",
+        "[    1.2] alloc_tag was not cleared (got tag for x.c:1)"])
+    known_issues.apply(other, tree=unfixed)
     assert other.leaves()[0].result.status == Status.FAIL
-    old = run("6.9.0", ["[    1.160020] alloc_tag was not set"])
-    known_issues.apply(old)
+    old = _console_failure("6.9.0", ["[    1.160020] alloc_tag was not set"])
+    known_issues.apply(old, tree=unfixed)
     assert old.leaves()[0].result.status == Status.FAIL
+
+
+def test_known_issue_does_not_excuse_a_kernel_with_the_fix(tmp_path):
+    from runner import known_issues
+
+    fixed = _tree(tmp_path, "\t\tclear_page_tag_ref(page + (1 << order));\n")
+    run = _console_failure("7.3.4", ["[    1.160020] alloc_tag was not set"])
+    known_issues.apply(run, tree=fixed)
+    assert run.leaves()[0].result.status == Status.FAIL
+    # Without the source (runner parse) a probe cannot hold.
+    run = _console_failure("6.12.117", ["[    1.160020] alloc_tag was not set"])
+    known_issues.apply(run)
+    assert run.leaves()[0].result.status == Status.FAIL
+
+
+def test_every_known_issue_has_a_condition():
+    from runner import known_issues
+
+    for issue in known_issues.load():
+        assert issue.probe is not None, issue.glob
+        assert issue.first >= (6, 10), issue.glob
 
 
 def test_selftest_program_skipped_as_a_whole(tmp_path):

@@ -9,8 +9,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
 
 /* A /dev/kmsg reader, from the oldest record or only for new ones. */
 static inline int kmsg_open(int from_start)
@@ -59,13 +62,233 @@ static inline long read_long(const char *path, long fallback)
 }
 
 /*
+ * The errno of open(@path, @flags) by an unprivileged user (nobody), 0 if
+ * it opened, -1 if that could not be tried. Needs root to drop to nobody.
+ */
+static inline int errno_as_nobody(const char *path, int flags)
+{
+	int status, fd;
+	pid_t pid;
+
+	if (geteuid())
+		return -1;
+	pid = fork();
+	if (pid < 0)
+		return -1;
+	if (!pid) {
+		if (setgid(65534) || setuid(65534))
+			_exit(255);
+		fd = open(path, flags);
+		_exit(fd < 0 ? errno : 0);
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) == 255)
+		return -1;
+	return WEXITSTATUS(status);
+}
+
+/* Whether the kernel's log since boot has @text. */
+static inline int boot_log_has(const char *text)
+{
+	static char *log;
+	int fd;
+
+	if (!log) {
+		log = calloc(1, 1 << 20);
+		fd = kmsg_open(1);
+		if (!log || fd < 0)
+			return -1;
+		kmsg_append(fd, log, 1 << 20);
+		close(fd);
+	}
+	return strstr(log, text) != NULL;
+}
+
+/* The running kernel is @major.@minor or newer (uname -r). */
+static inline int kernel_at_least(int major, int minor)
+{
+	struct utsname u;
+	int ma = 0, mi = 0;
+
+	if (uname(&u) || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+		return 0;
+	return ma > major || (ma == major && mi >= minor);
+}
+
+#define ALLOC_TAG_SYSCTL	"/proc/sys/vm/mem_profiling"
+#define ALLOC_TAG_COMPRESSED	"/proc/sys/vm/mem_profiling_compressed"
+#define ALLOC_TAG_PROC		"/proc/allocinfo"
+
+/*
+ * The running kernel's CONFIG_@name ("MEM_ALLOC_PROFILING_DEBUG"): 'y',
+ * 'm' or 'n', read from /proc/config.gz; CONFIG_@name=y|n in the
+ * environment overrides it. 0 when neither tells.
+ */
+static inline char kernel_config(const char *name)
+{
+	char set[128], unset[160], line[512];
+	const char *env;
+	char found = 0;
+	FILE *f;
+
+	snprintf(set, sizeof(set), "CONFIG_%s", name);
+	env = getenv(set);
+	if (env && *env)
+		return env[0];
+	if (access("/proc/config.gz", R_OK))
+		return 0;
+	f = popen("gzip -dc /proc/config.gz 2>/dev/null || zcat /proc/config.gz", "r");
+	if (!f)
+		return 0;
+	snprintf(unset, sizeof(unset), "# %s is not set\n", set);
+	strcat(set, "=");
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, set, strlen(set)))
+			found = line[strlen(set)];
+		else if (!strcmp(line, unset))
+			found = 'n';
+	}
+	if (pclose(f) != 0 && !found)
+		return 0;
+	/* Not listed: its dependencies are not met, so it is off. */
+	return found ? found : 'n';
+}
+
+/* The value of sysctl.vm.mem_profiling= on the command line, or NULL. */
+static inline char *boot_option(char *buf, size_t size)
+{
+	const char *key = " sysctl.vm.mem_profiling=";
+	FILE *f = fopen("/proc/cmdline", "r");
+	char *p;
+
+	buf[0] = ' ';
+	if (!f || !fgets(buf + 1, size - 1, f)) {
+		if (f)
+			fclose(f);
+		return NULL;
+	}
+	fclose(f);
+	p = strstr(buf, key);
+	if (!p)
+		return NULL;
+	p += strlen(key);
+	p[strcspn(p, " \n")] = '\0';
+	return p;
+}
+
+/* kstrtobool() as the kernel parses it: -1 when malformed. */
+static inline int kstrtobool_like(const char *s)
+{
+	switch (s[0]) {
+	case 'y': case 'Y': case 't': case 'T': case '1':
+		return 1;
+	case 'n': case 'N': case 'f': case 'F': case '0':
+		return 0;
+	case 'o': case 'O':
+		if (s[1] == 'n' || s[1] == 'N')
+			return 1;
+		if (s[1] == 'f' || s[1] == 'F')
+			return 0;
+	}
+	return -1;
+}
+
+/*
+ * What the kernel makes of its configuration and boot option. Kernels
+ * that have vm.mem_profiling_compressed take {0|1|never}[,compressed];
+ * older ones take "never" or any kstrtobool() value.
+ */
+struct profiling_boot {
+	int known;		/* 0: the configuration could not be read */
+	int malformed;		/* the kernel rejects the option */
+	int supported;		/* profiling can run in this boot */
+	int enabled;		/* vm.mem_profiling as booted */
+	int compressed;		/* tags in page flags */
+	const char *option;	/* the option's value, or NULL */
+};
+
+static inline struct profiling_boot profiling_boot(char *buf, size_t size)
+{
+	struct profiling_boot b = { 0 };
+	char by_default = kernel_config("MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT");
+	const char *opt = boot_option(buf, size);
+	int grammar7 = !access(ALLOC_TAG_COMPRESSED, F_OK);
+
+	b.option = opt;
+	if (!by_default)
+		return b;
+	b.known = 1;
+	b.supported = b.enabled = by_default == 'y';
+	if (!opt)
+		return b;
+	if (!opt[0]) {
+		b.malformed = 1;
+	} else if (!strncmp(opt, "never", 5)) {
+		b.supported = b.enabled = 0;
+	} else {
+		const char *comma = strchr(opt, ',');
+		int v = kstrtobool_like(opt);
+
+		if (grammar7 && comma && strcmp(comma + 1, "compressed"))
+			v = -1;
+		if (v < 0) {
+			b.malformed = 1;
+		} else {
+			b.supported = 1;
+			b.enabled = v;
+			b.compressed = grammar7 && comma;
+		}
+	}
+	return b;
+}
+
+/*
+ * Why a test that needs profiling counting cannot run in this boot, or
+ * NULL when it can: the true reason, as the kernel and its boot show it.
+ */
+static inline const char *profiling_off_reason(void)
+{
+	char buf[4096];
+	struct profiling_boot b;
+
+	if (access(ALLOC_TAG_SYSCTL, F_OK))
+		return "CONFIG_MEM_ALLOC_PROFILING is not set";
+	if (read_long(ALLOC_TAG_SYSCTL, 0) == 1)
+		return NULL;
+	b = profiling_boot(buf, sizeof(buf));
+	if (b.option && !b.malformed && !strncmp(b.option, "never", 5))
+		return "profiling disabled at boot (sysctl.vm.mem_profiling=never)";
+	if (b.known && !b.supported)
+		return "profiling not supported in this boot: CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n and no sysctl.vm.mem_profiling= option";
+	return "profiling switched off (vm.mem_profiling reads 0)";
+}
+
+/* Skips the test (and says why) unless /proc/allocinfo can be read. */
+#define SKIP_WITHOUT_ALLOCINFO()						\
+	do {									\
+		if (access(ALLOC_TAG_PROC, F_OK)) {				\
+			const char *why = profiling_off_reason();		\
+			SKIP(return, "no " ALLOC_TAG_PROC ": %s",		\
+			     why ? why : "profiling not supported in this boot");\
+		}								\
+	} while (0)
+
+/* Skips the test (and says why) unless profiling is counting now. */
+#define SKIP_UNLESS_COUNTING()							\
+	do {									\
+		const char *why = profiling_off_reason();			\
+		if (why)							\
+			SKIP(return, "%s", why);				\
+	} while (0)
+
+/*
  * The tests' main(): on a kernel without the feature, one plan-level skip
  * and exit code 4 (KSFT_SKIP), as the kselftest runner expects.
  */
 #define ALLOC_TAG_TEST_MAIN							\
 int main(int argc, char **argv)							\
 {										\
-	if (access("/proc/allocinfo", F_OK)) {					\
+	if (access(ALLOC_TAG_SYSCTL, F_OK)) {					\
 		ksft_print_header();						\
 		ksft_exit_skip("CONFIG_MEM_ALLOC_PROFILING is not set\n");	\
 	}									\

@@ -18,8 +18,11 @@
 #include "../kselftest_harness.h"
 #include "alloc_tag_helpers.h"
 
-#define ALLOCINFO "/proc/allocinfo"
-#define HEADER "allocinfo - version: 1.0\n#     <size>  <calls> <tag info>\n"
+#define ALLOCINFO ALLOC_TAG_PROC
+/* Version 1.0 until 6.x; 2.0 adds " accurate:no" to inexact lines. */
+#define VERSION_LINE "allocinfo - version: "
+#define COLUMNS_LINE "#     <size>  <calls> <tag info>\n"
+#define HEADER_LEN (strlen(VERSION_LINE "1.0\n") + strlen(COLUMNS_LINE))
 
 /* Reads the whole file with read(2) calls of @chunk bytes. */
 static char *slurp(const char *path, size_t chunk, size_t *len)
@@ -55,10 +58,17 @@ static char *slurp(const char *path, size_t chunk, size_t *len)
 	return buf;
 }
 
-static void skip_without_allocinfo(struct __test_metadata *_metadata)
+/* The format version the header names: 1 or 2, 0 if neither. */
+static int header_version(const char *text)
 {
-	if (access(ALLOCINFO, F_OK))
-		SKIP(exit(KSFT_SKIP), "CONFIG_MEM_ALLOC_PROFILING is not set");
+	if (strncmp(text, VERSION_LINE, strlen(VERSION_LINE)))
+		return 0;
+	text += strlen(VERSION_LINE);
+	if (!strncmp(text, "1.0\n", 4))
+		return 1;
+	if (!strncmp(text, "2.0\n", 4))
+		return 2;
+	return 0;
 }
 
 TEST(header_is_exact)
@@ -66,30 +76,38 @@ TEST(header_is_exact)
 	size_t len;
 	char *text;
 
-	skip_without_allocinfo(_metadata);
+	SKIP_WITHOUT_ALLOCINFO();
 	text = slurp(ALLOCINFO, 4096, &len);
 	ASSERT_NE(NULL, text);
-	ASSERT_EQ(0, strncmp(text, HEADER, strlen(HEADER)))
-		TH_LOG("header was: %.80s", text);
+	ASSERT_NE(0, header_version(text)) TH_LOG("header was: %.80s", text);
+	EXPECT_EQ(0, strncmp(text + strlen(VERSION_LINE "1.0\n"), COLUMNS_LINE,
+			     strlen(COLUMNS_LINE))) TH_LOG("header was: %.80s", text);
 	free(text);
 }
 
 /*
- * "%12lli %8llu " then "file:line func:name" or "file:line [mod] func:name"
- * and a trailing space.
+ * "%12lli %8llu " then "file:line func:name" or "file:line [mod] func:name",
+ * in version 2.0 " accurate:no" when the counters are not exact, and a
+ * trailing space.
  */
 TEST(every_line_matches_format)
 {
-	const char *rx = "^ *-?[0-9]+ +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+ $";
+	const char *rx[] = {
+		"^ *-?[0-9]+ +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+ $",
+		"^ *-?[0-9]+ +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+( accurate:no)? $",
+	};
 	size_t len, bad = 0, lines = 0;
 	char *text, *line, *save;
+	int version;
 	regex_t re;
 
-	skip_without_allocinfo(_metadata);
-	ASSERT_EQ(0, regcomp(&re, rx, REG_EXTENDED | REG_NOSUB));
+	SKIP_WITHOUT_ALLOCINFO();
 	text = slurp(ALLOCINFO, 4096, &len);
 	ASSERT_NE(NULL, text);
-	line = strtok_r(text + strlen(HEADER), "\n", &save);
+	version = header_version(text);
+	ASSERT_NE(0, version);
+	ASSERT_EQ(0, regcomp(&re, rx[version - 1], REG_EXTENDED | REG_NOSUB));
+	line = strtok_r(text + HEADER_LEN, "\n", &save);
 	for (; line; line = strtok_r(NULL, "\n", &save)) {
 		/* Widths: bytes right-aligned in 12, calls in 8. */
 		bool ok = !regexec(&re, line, 0, NULL, 0) && strlen(line) > 22 &&
@@ -111,26 +129,38 @@ TEST(every_line_matches_format)
 TEST(mode_is_0400_and_others_get_eacces)
 {
 	struct stat st;
-	int status, fd;
-	pid_t pid;
 
-	skip_without_allocinfo(_metadata);
+	SKIP_WITHOUT_ALLOCINFO();
 	ASSERT_EQ(0, stat(ALLOCINFO, &st));
 	EXPECT_EQ(0400, st.st_mode & 07777);
 	EXPECT_EQ(0, st.st_uid);
 	if (geteuid())
 		SKIP(return, "the EACCES check needs root to drop privileges");
-	pid = fork();
-	ASSERT_GE(pid, 0);
-	if (!pid) {
-		if (setgid(65534) || setuid(65534))
-			_exit(2);
-		fd = open(ALLOCINFO, O_RDONLY);
-		_exit(fd < 0 && errno == EACCES ? 0 : 1);
+	EXPECT_EQ(EACCES, errno_as_nobody(ALLOCINFO, O_RDONLY));
+}
+
+/*
+ * Until 7.x the file exists whenever the feature is built; since, only
+ * when profiling is supported in this boot, and the kernel says so.
+ */
+TEST(exists_exactly_when_supported)
+{
+	struct profiling_boot b;
+	char buf[4096];
+
+	b = profiling_boot(buf, sizeof(buf));
+	if (!b.known)
+		SKIP(return, "kernel config unknown: enable CONFIG_IKCONFIG_PROC or set "
+		     "CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT");
+	if (b.supported) {
+		EXPECT_EQ(0, access(ALLOCINFO, F_OK));
+		EXPECT_EQ(0, boot_log_has("Memory allocation profiling is not supported!"));
+	} else if (boot_log_has("Memory allocation profiling is not supported!") == 1) {
+		EXPECT_EQ(-1, access(ALLOCINFO, F_OK));
+		EXPECT_EQ(ENOENT, errno);
+	} else {
+		EXPECT_EQ(0, access(ALLOCINFO, F_OK));
 	}
-	ASSERT_EQ(pid, waitpid(pid, &status, 0));
-	EXPECT_TRUE(WIFEXITED(status));
-	EXPECT_EQ(0, WEXITSTATUS(status));
 }
 
 TEST(no_negative_size_or_underflowed_calls)
@@ -138,10 +168,10 @@ TEST(no_negative_size_or_underflowed_calls)
 	char *text, *line, *save;
 	size_t len, bad = 0;
 
-	skip_without_allocinfo(_metadata);
+	SKIP_WITHOUT_ALLOCINFO();
 	text = slurp(ALLOCINFO, 65536, &len);
 	ASSERT_NE(NULL, text);
-	line = strtok_r(text + strlen(HEADER), "\n", &save);
+	line = strtok_r(text + HEADER_LEN, "\n", &save);
 	for (; line; line = strtok_r(NULL, "\n", &save)) {
 		long long bytes;
 		unsigned long long calls;
@@ -188,7 +218,7 @@ TEST(chunked_reads_give_the_same_lines)
 	char *text[3], **tags[3];
 	size_t len, n[3], i, j;
 
-	skip_without_allocinfo(_metadata);
+	SKIP_WITHOUT_ALLOCINFO();
 	for (i = 0; i < 3; i++) {
 		text[i] = slurp(ALLOCINFO, chunks[i], &len);
 		ASSERT_NE(NULL, text[i]);
@@ -239,14 +269,14 @@ TEST(builtin_lines_match_tag_section)
 	char *text, *line, *save;
 	size_t len, builtin = 0;
 
-	skip_without_allocinfo(_metadata);
+	SKIP_WITHOUT_ALLOCINFO();
 	start = ksym("__start_alloc_tags");
 	stop = ksym("__stop_alloc_tags");
 	if (!start || !stop)
 		SKIP(return, "tag section symbols not visible in /proc/kallsyms");
 	text = slurp(ALLOCINFO, 65536, &len);
 	ASSERT_NE(NULL, text);
-	line = strtok_r(text + strlen(HEADER), "\n", &save);
+	line = strtok_r(text + HEADER_LEN, "\n", &save);
 	for (; line; line = strtok_r(NULL, "\n", &save))
 		if (!strstr(line, " ["))
 			builtin++;

@@ -4,8 +4,12 @@
  * kernel's configuration and boot option, what writes it accepts, and
  * that switching it stops and resumes counting at a known call site.
  *
- * The configuration is read from the environment (ALLOCPROF_ENABLED_BY_DEFAULT
- * and ALLOCPROF_DEBUG, "y" or "n"), as the test runner knows it.
+ * The configuration is read from the kernel (/proc/config.gz), with
+ * CONFIG_<NAME>=y|n in the environment as an override. Two contracts
+ * exist and the kernel shows which one it keeps: until 7.x the sysctl is
+ * read-only (0444) when it cannot be switched (DEBUG=y, or profiling not
+ * supported); since, it is always 0644 and a write gets EACCES under
+ * DEBUG and EINVAL when profiling is not supported.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,95 +23,45 @@
 #include "../kselftest_harness.h"
 #include "alloc_tag_helpers.h"
 
-#define SYSCTL "/proc/sys/vm/mem_profiling"
 #define NR_PIPES 64
 
-static void skip_without_sysctl(struct __test_metadata *_metadata)
-{
-	if (access(SYSCTL, F_OK))
-		SKIP(exit(KSFT_SKIP), "CONFIG_MEM_ALLOC_PROFILING is not set");
-}
-
-/* The value of sysctl.vm.mem_profiling= on the command line, or NULL. */
-static char *boot_option(char *buf, size_t size)
-{
-	const char *key = "sysctl.vm.mem_profiling=";
-	FILE *f = fopen("/proc/cmdline", "r");
-	char *p;
-
-	if (!f || !fgets(buf, size, f)) {
-		if (f)
-			fclose(f);
-		return NULL;
-	}
-	fclose(f);
-	p = strstr(buf, key);
-	if (!p)
-		return NULL;
-	p += strlen(key);
-	p[strcspn(p, " \n")] = '\0';
-	return p;
-}
-
-/* kstrtobool() as the kernel parses it: -1 when malformed. */
-static int kstrtobool_like(const char *s)
-{
-	if (!s[0])
-		return -1;
-	switch (s[0]) {
-	case 'y': case 'Y': case 't': case 'T': case '1':
-		return 1;
-	case 'n': case 'N': case 'f': case 'F': case '0':
-		return 0;
-	case 'o': case 'O':
-		if (s[1] == 'n' || s[1] == 'N')
-			return 1;
-		if (s[1] == 'f' || s[1] == 'F')
-			return 0;
-	}
-	return -1;
-}
-
-static int config(const char *name)
-{
-	const char *v = getenv(name);
-
-	return v ? v[0] == 'y' : -1;
-}
-
 struct expected {
-	int value;
-	mode_t mode;
+	struct profiling_boot boot;
+	int debug;
+	int switchable;		/* a root write may change the value */
+	char buf[4096];
 };
 
-/* What lib/alloc_tag.c makes of the configuration and boot option. */
 static int expected_state(struct expected *e)
 {
-	int by_default = config("ALLOCPROF_ENABLED_BY_DEFAULT");
-	int debug = config("ALLOCPROF_DEBUG");
-	char buf[4096], *opt = boot_option(buf, sizeof(buf));
-	int supported, value;
+	char debug = kernel_config("MEM_ALLOC_PROFILING_DEBUG");
 
-	if (by_default < 0 || debug < 0)
+	e->boot = profiling_boot(e->buf, sizeof(e->buf));
+	if (!debug || !e->boot.known)
 		return -1;
-	supported = by_default;
-	value = by_default;
-	if (opt && !strncmp(opt, "never", 5)) {
-		supported = 0;
-		value = 0;
-	} else if (opt && kstrtobool_like(opt) >= 0) {
-		supported = 1;
-		value = kstrtobool_like(opt);
-	}
-	e->value = value;
-	e->mode = (debug || !supported) ? 0444 : 0644;
+	e->debug = debug == 'y';
+	e->switchable = e->boot.supported && !e->debug;
 	return 0;
+}
+
+#define NEED_CONFIG(e)								\
+	do {									\
+		if (expected_state(e))						\
+			SKIP(return, "kernel config unknown: enable CONFIG_IKCONFIG_PROC " \
+			     "or set CONFIG_MEM_ALLOC_PROFILING_DEBUG and _ENABLED_BY_DEFAULT"); \
+	} while (0)
+
+static mode_t sysctl_mode(void)
+{
+	struct stat st;
+
+	return stat(ALLOC_TAG_SYSCTL, &st) ? 0 : st.st_mode & 0777;
 }
 
 static int read_sysctl(void)
 {
 	char c = 0;
-	int fd = open(SYSCTL, O_RDONLY);
+	int fd = open(ALLOC_TAG_SYSCTL, O_RDONLY);
 
 	if (fd < 0)
 		return -1;
@@ -120,7 +74,7 @@ static int read_sysctl(void)
 /* Returns 0 or the errno of writing @s. */
 static int write_sysctl(const char *s)
 {
-	int fd = open(SYSCTL, O_WRONLY);
+	int fd = open(ALLOC_TAG_SYSCTL, O_WRONLY);
 	int err = 0;
 
 	if (fd < 0)
@@ -134,40 +88,53 @@ static int write_sysctl(const char *s)
 TEST(value_and_mode_as_documented)
 {
 	struct expected e;
-	struct stat st;
+	mode_t mode = sysctl_mode();
 
-	skip_without_sysctl(_metadata);
-	if (expected_state(&e))
-		SKIP(return, "ALLOCPROF_ENABLED_BY_DEFAULT/ALLOCPROF_DEBUG not set");
-	ASSERT_EQ(0, stat(SYSCTL, &st));
-	EXPECT_EQ(e.mode, st.st_mode & 0777);
-	EXPECT_EQ(e.value, read_sysctl());
+	NEED_CONFIG(&e);
+	EXPECT_EQ(e.boot.enabled, read_sysctl());
+	if (e.switchable) {
+		EXPECT_EQ(0644, mode);
+	} else {
+		/* 0444 until 7.x, 0644 (and writes refused) since. */
+		EXPECT_TRUE(mode == 0444 || mode == 0644) TH_LOG("mode %o", mode);
+	}
+	if (!access(ALLOC_TAG_COMPRESSED, F_OK)) {
+		struct stat st;
+
+		ASSERT_EQ(0, stat(ALLOC_TAG_COMPRESSED, &st));
+		EXPECT_EQ(0444, st.st_mode & 0777);
+		EXPECT_EQ(e.boot.compressed, read_long(ALLOC_TAG_COMPRESSED, -1));
+	}
 }
 
 TEST(writes_are_checked)
 {
-	struct stat st;
-	int before;
+	struct expected e;
+	int before, want;
 
-	skip_without_sysctl(_metadata);
+	NEED_CONFIG(&e);
 	if (geteuid())
 		SKIP(return, "needs root");
-	ASSERT_EQ(0, stat(SYSCTL, &st));
 	before = read_sysctl();
-	if ((st.st_mode & 0777) == 0444) {
-		/* Read-only: even root cannot write it. */
-		EXPECT_EQ(EACCES, write_sysctl(before ? "0" : "1"));
-	} else {
-		EXPECT_EQ(EINVAL, write_sysctl("2"));
-	}
+	if (e.switchable)
+		want = EINVAL;		/* only 0 and 1 */
+	else if (sysctl_mode() == 0444 || e.debug)
+		want = EACCES;		/* read-only, or refused under DEBUG */
+	else
+		want = EINVAL;		/* not supported in this boot */
+	EXPECT_EQ(want, write_sysctl(e.switchable ? "2" : before ? "0" : "1"));
+	if (!e.switchable)
+		EXPECT_EQ(want, write_sysctl(before ? "1" : "0"));
 	EXPECT_EQ(before, read_sysctl());
+	/* Others may not even open it for writing. */
+	EXPECT_EQ(EACCES, errno_as_nobody(ALLOC_TAG_SYSCTL, O_WRONLY));
 }
 
 /* Sum of the counters of every line of @func in /proc/allocinfo. */
 static int site_counters(const char *func, long long *bytes, long long *calls)
 {
 	char line[1024], key[128];
-	FILE *f = fopen("/proc/allocinfo", "r");
+	FILE *f = fopen(ALLOC_TAG_PROC, "r");
 
 	if (!f)
 		return -1;
@@ -210,13 +177,16 @@ TEST(switching_stops_and_resumes_counting)
 {
 	long long b0, c0, b1, c1, b2, c2;
 	int fds[NR_PIPES][2];
-	struct stat st;
+	struct expected e;
 	int before;
 
-	skip_without_sysctl(_metadata);
-	ASSERT_EQ(0, stat(SYSCTL, &st));
-	if ((st.st_mode & 0777) != 0644 || geteuid())
-		SKIP(return, "vm.mem_profiling is read-only here");
+	NEED_CONFIG(&e);
+	if (e.debug)
+		SKIP(return, "vm.mem_profiling cannot be switched with CONFIG_MEM_ALLOC_PROFILING_DEBUG=y");
+	if (!e.switchable)
+		SKIP(return, "%s", profiling_off_reason());
+	if (geteuid())
+		SKIP(return, "needs root");
 	before = read_sysctl();
 
 	ASSERT_EQ(0, write_sysctl("0"));
@@ -240,47 +210,62 @@ TEST(switching_stops_and_resumes_counting)
 	ASSERT_EQ(0, write_sysctl(before ? "1" : "0"));
 }
 
-/* The kernel log since boot, as one string (record texts only). */
-static char *boot_log(void)
+/*
+ * What the generic sysctl code logs when it writes the boot value again:
+ * until 7.x it goes through the sysctl's mode and handler; since, the
+ * handler accepts any write from boot as the no-op it is. Supported
+ * boots of 6.x and 7.x look alike here, so the version decides.
+ */
+static const char *expected_sysctl_failure(const struct expected *e)
 {
-	char *buf = calloc(1, 1 << 20);
-	int fd = kmsg_open(1);
+	const char *opt = e->boot.option;
 
-	if (fd < 0 || !buf) {
-		free(buf);
+	if (!opt || !opt[0])
 		return NULL;
-	}
-	kmsg_append(fd, buf, 1 << 20);
-	close(fd);
-	return buf;
+	if (sysctl_mode() == 0444)
+		return "permission denied (read-only?)";
+	if (kernel_at_least(7, 0))
+		return NULL;
+	if (strcmp(opt, "0") && strcmp(opt, "1"))
+		return "invalid value";
+	return NULL;
 }
 
 TEST(boot_log_as_documented)
 {
-	char cmd[4096], want[256], *opt = boot_option(cmd, sizeof(cmd));
-	int malformed = opt && strncmp(opt, "never", 5) && kstrtobool_like(opt) < 0;
-	char *log;
-	struct stat st;
+	const char *fail, *opt;
+	char want[4200];
+	struct expected e;
 
-	skip_without_sysctl(_metadata);
-	ASSERT_EQ(0, stat(SYSCTL, &st));
-	log = boot_log();
-	ASSERT_NE(NULL, log);
-	EXPECT_EQ(malformed, !!strstr(log, "Malformed early option 'sysctl.vm.mem_profiling'"));
-	if (opt) {
-		/* The generic sysctl code then writes the value too. */
-		snprintf(want, sizeof(want), "Failed to set sysctl parameter 'vm.mem_profiling=%s': %s",
-			 opt, (st.st_mode & 0777) == 0444 ? "permission denied (read-only?)" :
-			 malformed ? "invalid value" : "");
-		if ((st.st_mode & 0777) == 0444 || malformed) {
-			EXPECT_NE(NULL, strstr(log, want)) TH_LOG("missing: %s", want);
-		} else {
-			EXPECT_EQ(NULL, strstr(log, want)) TH_LOG("unexpected: %s", want);
-		}
+	NEED_CONFIG(&e);
+	opt = e.boot.option;
+	ASSERT_LE(0, boot_log_has("Linux version"))
+		TH_LOG("cannot read the kernel log (/dev/kmsg)");
+	if (!boot_log_has("Linux version"))
+		SKIP(return, "the boot messages left the log buffer");
+	EXPECT_EQ(e.boot.malformed,
+		  boot_log_has("Malformed early option 'sysctl.vm.mem_profiling'"));
+	/* An empty value is refused by the command-line parser itself. */
+	EXPECT_EQ(opt && !opt[0], boot_log_has(
+		"Setting sysctl args: `' invalid for parameter `sysctl.vm.mem_profiling'"));
+	fail = expected_sysctl_failure(&e);
+	if (fail) {
+		snprintf(want, sizeof(want),
+			 "Failed to set sysctl parameter 'vm.mem_profiling=%s': %s", opt, fail);
+		EXPECT_TRUE(boot_log_has(want)) TH_LOG("missing: %s", want);
 	} else {
-		EXPECT_EQ(NULL, strstr(log, "Failed to set sysctl parameter 'vm.mem_profiling"));
+		EXPECT_FALSE(boot_log_has("Failed to set sysctl parameter 'vm.mem_profiling"));
 	}
-	free(log);
+	if (!access(ALLOC_TAG_COMPRESSED, F_OK) && opt && !e.boot.malformed) {
+		/* Kernels with compression say what they made of the option. */
+		if (!strncmp(opt, "never", 5))
+			snprintf(want, sizeof(want), "Memory allocation profiling is disabled!");
+		else
+			snprintf(want, sizeof(want),
+				 "Memory allocation profiling is enabled %s compression and is turned %s!",
+				 e.boot.compressed ? "with" : "without", e.boot.enabled ? "on" : "off");
+		EXPECT_TRUE(boot_log_has(want)) TH_LOG("missing: %s", want);
+	}
 }
 
 ALLOC_TAG_TEST_MAIN

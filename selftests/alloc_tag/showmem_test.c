@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * show_mem's report of the largest allocation sites: after
- * echo m > /proc/sysrq-trigger the kernel log has "Memory allocations:"
- * and then up to ten lines "%12s %8llu file:line [module] func:name",
- * sizes in binary units, largest first.
+ * echo m > /proc/sysrq-trigger the kernel log has a header, then up to ten
+ * lines "%12s %8llu file:line [module] func:name", sizes in binary units,
+ * largest first. The header is "Memory allocations:" until 6.x, and
+ * "Memory allocations (profiling is currently turned on|off):" since, which
+ * must then name the state vm.mem_profiling reads.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,14 +37,13 @@ static double size_of(const char *s)
 TEST(sysrq_m_lists_top_allocations)
 {
 	const char *rx = "^ *[0-9][0-9.]* [KMGTPE]?i?B +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+$";
-	char rec[1024], *text, **lines = calloc(MAX_RECORDS, sizeof(char *));
+	char rec[1024], state[128], *text, **lines = calloc(MAX_RECORDS, sizeof(char *));
 	int fd, trig, n = 0, start = -1, listed = 0, bad = 0, i;
 	double prev = -1;
 	regex_t re;
 	ssize_t r;
 
-	if (access("/proc/allocinfo", F_OK))
-		SKIP(return, "CONFIG_MEM_ALLOC_PROFILING is not set");
+	SKIP_WITHOUT_ALLOCINFO();
 	if (geteuid())
 		SKIP(return, "needs root for /proc/sysrq-trigger");
 	ASSERT_NE(NULL, lines);
@@ -67,12 +68,15 @@ TEST(sysrq_m_lists_top_allocations)
 		lines[n++] = strdup(text);
 	}
 	close(fd);
+	snprintf(state, sizeof(state), "Memory allocations (profiling is currently turned %s):",
+		 read_long(ALLOC_TAG_SYSCTL, 0) == 1 ? "on" : "off");
 	for (i = 0; i < n; i++)
-		if (!strcmp(lines[i], "Memory allocations:")) {
+		if (!strcmp(lines[i], "Memory allocations:") || !strcmp(lines[i], state)) {
 			start = i;
 			break;
 		}
-	ASSERT_GE(start, 0) TH_LOG("no \"Memory allocations:\" in %d new records", n);
+	ASSERT_GE(start, 0) TH_LOG("no \"Memory allocations:\" nor \"%s\" in %d new records",
+				   state, n);
 	for (i = start + 1; i < n && !regexec(&re, lines[i], 0, NULL, 0); i++) {
 		double size = size_of(lines[i]);
 

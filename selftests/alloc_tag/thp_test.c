@@ -82,8 +82,7 @@ TEST(thp_split_adds_calls_not_bytes)
 	struct line *site = NULL, *after;
 	char *map, *huge, cmd[128];
 
-	if (access("/proc/allocinfo", F_OK))
-		SKIP(return, "CONFIG_MEM_ALLOC_PROFILING is not set");
+	SKIP_UNLESS_COUNTING();
 	if (thp <= 0)
 		SKIP(return, "no transparent huge pages in this kernel");
 	ASSERT_TRUE(before && faulted && split);
@@ -196,8 +195,7 @@ TEST(compaction_leaves_migration_target_tag_empty)
 	long ps = sysconf(_SC_PAGESIZE), migrated = 0;
 	int n, i, seen = 0, negative = 0;
 
-	if (access("/proc/allocinfo", F_OK))
-		SKIP(return, "CONFIG_MEM_ALLOC_PROFILING is not set");
+	SKIP_UNLESS_COUNTING();
 	ASSERT_NE(NULL, lines);
 	if (access(COMPACT_MEMORY, W_OK))
 		SKIP(return, "no " COMPACT_MEMORY " (CONFIG_COMPACTION)");
