@@ -4,8 +4,14 @@ bisect: a tree of tests, stable ids, totals and one overall verdict."""
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+# Nesting kept in a tree: the parser opens no deeper level, and a tree built
+# otherwise is flattened below it in JSON (real KTAP nests 3 or 4 levels).
+MAX_DEPTH = 64
 
 
 class Status(str, enum.Enum):
@@ -36,7 +42,7 @@ class Verdict(str, enum.Enum):
         return self in (Verdict.PASSED, Verdict.SKIPPED)
 
 
-@dataclass
+@dataclass(slots=True)  # a console may hold 100,000 of them
 class TestResult:
     name: str
     status: Status
@@ -48,17 +54,25 @@ class TestResult:
     duration: float | None = None
     children: list[TestResult] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, depth: int = 1) -> dict:
+        """Plain data for JSON: no NaN or infinity, and no deeper than
+        MAX_DEPTH (deeper tests become leaves named by their path)."""
+        finite = self.duration is not None and math.isfinite(self.duration)
+        if depth < MAX_DEPTH:
+            children = [c.to_dict(depth + 1) for c in self.children]
+        else:
+            children = [replace(leaf.result, name="/".join(leaf.path), children=[])
+                        .to_dict(depth + 1) for leaf in leaves(self.children)]
         return {
             "name": self.name,
             "status": self.status.value,
             "number": self.number,
             "directive": self.directive,
             "reason": self.reason,
-            "duration": self.duration,
+            "duration": self.duration if finite else None,
             "diagnostics": self.diagnostics,
             "log": self.log,
-            "children": [c.to_dict() for c in self.children],
+            "children": children,
         }
 
     @classmethod
@@ -93,28 +107,68 @@ class Leaf:
 
 
 def _unique(names: list[str]) -> list[str]:
-    """Disambiguate duplicate names without using result numbers."""
-    seen: Counter[str] = Counter()
+    """Disambiguate duplicate names without using result numbers: the
+    second "x" is "x#2", or "x#3" if a test is already called "x#2"."""
+    taken = set(names)
+    seen: set[str] = set()
+    last: dict[str, int] = {}
     out = []
     for n in names:
-        seen[n] += 1
-        out.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
+        if n in seen:
+            k = last.get(n, 1) + 1
+            while f"{n}#{k}" in taken:
+                k += 1
+            last[n] = k
+            n = f"{n}#{k}"
+            taken.add(n)
+        seen.add(n)
+        out.append(n)
     return out
+
+
+def _named(tests: list[TestResult]) -> Iterator[tuple[str, TestResult]]:
+    return zip(_unique([t.name for t in tests]), tests, strict=True)
 
 
 def leaves(tests: list[TestResult], prefix: tuple[str, ...] = ()) -> list[Leaf]:
+    """Every leaf, depth first, walked without recursion. A parent that
+    failed while every child passed (e.g. a suite init failure) is a leaf
+    "(suite)" of its own, so that it does not vanish from the report."""
     out: list[Leaf] = []
-    for name, t in zip(_unique([t.name for t in tests]), tests, strict=True):
-        path = prefix + (name,)
+    stack = [(prefix, _named(tests), None)]
+    while stack:
+        path, todo, parent = stack[-1]
+        item = next(todo, None)
+        if item is None:
+            stack.pop()
+            if parent is not None and not parent.status.is_ok and all(
+                    c.status.is_ok for c in parent.children):
+                out.append(Leaf(path + ("(suite)",), parent))
+            continue
+        name, t = item
         if t.children:
-            out.extend(leaves(t.children, path))
-            # A parent that failed while every child passed (e.g. a suite
-            # init failure) must not vanish from the report.
-            if not t.status.is_ok and all(c.status.is_ok for c in t.children):
-                out.append(Leaf(path + ("(suite)",), t))
+            stack.append((path + (name,), _named(t.children), t))
         else:
-            out.append(Leaf(path, t))
-    return out
+            out.append(Leaf(path + (name,), t))
+    return _unique_ids(out)
+
+
+def _unique_ids(ls: list[Leaf]) -> list[Leaf]:
+    """Names may hold "/": ("a/b", "c") and ("a", "b/c") would share an id.
+    The later one gets a "#k" suffix."""
+    seen: set[str] = set()
+    last: dict[str, int] = {}
+    for i, leaf in enumerate(ls):
+        key = first = "/".join(leaf.path)
+        k = last.get(first, 1)
+        while key in seen:
+            k += 1
+            key = f"{first}#{k}"
+        if key != first:
+            last[first] = k
+            ls[i] = Leaf(leaf.path[:-1] + (f"{leaf.path[-1]}#{k}",), leaf.result)
+        seen.add(key)
+    return ls
 
 
 def totals(ls: list[Leaf]) -> dict[str, int]:
