@@ -1,21 +1,64 @@
 """Reports of a run: JUnit XML (one testcase per leaf test), JSON, and a
-terminal summary."""
+terminal summary.
+
+Whatever a console holds, the reports stay valid: JUnit without the
+characters XML forbids, JSON without NaN or infinity, a summary without
+the log's escape sequences. Files are written whole or not at all."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+from xml.sax.saxutils import escape, quoteattr
 
-from junit_xml import TestCase, TestSuite, to_xml_report_string
-
-from runner.results import RunResult, Status, totals
+from runner.atomic import open_for_write
+from runner.results import RunResult, Status, TestResult, totals
 
 _SYMBOL = {
     Status.PASS: "PASS", Status.FAIL: "FAIL", Status.SKIP: "SKIP",
     Status.XFAIL: "XFAIL", Status.TODO: "TODO", Status.TIMEOUT: "TIMEOUT",
     Status.ERROR: "ERROR", Status.CRASHED: "CRASHED",
 }
+# JUnit element and type per status; PASS and TODO have none. XFAIL is
+# pytest's convention, which CI dashboards read.
+_JUNIT = {
+    Status.FAIL: ("failure", "failure"), Status.TIMEOUT: ("failure", "failure"),
+    Status.ERROR: ("error", "error"), Status.CRASHED: ("error", "error"),
+    Status.SKIP: ("skipped", "skipped"), Status.XFAIL: ("skipped", "pytest.xfail"),
+}
+# Characters XML 1.0 forbids; and those a terminal would obey (C0, DEL, C1,
+# bidirectional overrides) rather than show.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_NOT_TERMINAL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_ATTR_ENTITIES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+
+
+def _visible(m: re.Match) -> str:
+    """A character as its Python escape: ESC is shown as \\x1b."""
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
+
+
+def _xml_text(text: str) -> str:
+    return escape(_NOT_XML.sub(_visible, text))
+
+
+def _xml_attr(text: str) -> str:
+    return quoteattr(_NOT_XML.sub(_visible, text), _ATTR_ENTITIES)
+
+
+def terminal_safe(text: str, encoding: str | None = "utf-8") -> str:
+    """Text a terminal shows as it is: control and escape sequences
+    escaped, characters the stream cannot encode as backslash escapes."""
+    text = _NOT_TERMINAL.sub(_visible, text)
+    if encoding and encoding.lower().replace("-", "") != "utf8":
+        text = text.encode(encoding, "backslashreplace").decode(encoding, "replace")
+    return text
 
 
 def failure_message(run: RunResult, result) -> str:
@@ -30,65 +73,130 @@ def failure_message(run: RunResult, result) -> str:
     return "\n".join(lines)
 
 
-def junit_suites(runs: list[RunResult]) -> list[TestSuite]:
+def _seconds(d: float | None) -> float | None:
+    return d if d is not None and math.isfinite(d) else None
+
+
+@dataclass
+class JunitCase:
+    name: str
+    classname: str
+    result: TestResult
+    message: str = ""  # the failure, error or skip text, if any
+    output: str = ""
+
+
+@dataclass
+class JunitSuite:
+    name: str
+    properties: dict[str, str]
+    cases: list[JunitCase] = field(default_factory=list)
+
+    def count(self, element: str) -> int:
+        return sum(1 for c in self.cases
+                   if _JUNIT.get(c.result.status, ("",))[0] == element)
+
+    def time(self) -> float:
+        return sum(filter(None, (_seconds(c.result.duration) for c in self.cases)))
+
+
+def junit_suites(runs: list[RunResult]) -> list[JunitSuite]:
+    """One suite per run and top-level suite, one case per leaf test."""
     suites = []
     for run in runs:
-        by_suite: dict[str, list[TestCase]] = {}
+        by_suite: dict[str, list[JunitCase]] = {}
         for leaf in run.leaves():
             r = leaf.result
-            tc = TestCase(
-                name=leaf.case,
-                classname=f"{run.info.arch}.{run.info.variant}.{leaf.suite}",
-                elapsed_sec=r.duration,
-                stdout="\n".join(r.log) or None,
-            )
-            if r.status in (Status.FAIL, Status.TIMEOUT):
-                tc.add_failure_info(message=r.reason or r.status.value,
-                                    output=failure_message(run, r))
-            elif r.status in (Status.CRASHED, Status.ERROR):
-                tc.add_error_info(message=r.reason or r.status.value,
-                                  output=failure_message(run, r))
-            elif r.status == Status.SKIP:
-                tc.add_skipped_info(message=r.reason or "skipped")
-            by_suite.setdefault(leaf.suite, []).append(tc)
+            case = JunitCase(leaf.case, f"{run.info.arch}.{run.info.variant}.{leaf.suite}", r)
+            if r.status in (Status.SKIP, Status.XFAIL):
+                case.message = r.reason or r.status.value
+            elif r.status in _JUNIT:
+                case.message, case.output = r.reason or r.status.value, failure_message(run, r)
+            by_suite.setdefault(leaf.suite, []).append(case)
         props = {"arch": run.info.arch, "variant": run.info.variant,
                  "kernel_version": run.info.kernel_version,
                  "source_id": run.info.source_id, "boot": run.info.boot,
                  "console": run.info.console}
         if not by_suite:
-            tc = TestCase(name="(no results)", classname=f"{run.info.arch}.{run.info.variant}")
-            tc.add_error_info(message=run.info.note or "no KTAP output found",
-                              output="\n".join(run.console_tail))
-            by_suite["(no results)"] = [tc]
+            none = TestResult("(no results)", Status.ERROR)
+            by_suite["(no results)"] = [JunitCase(
+                none.name, f"{run.info.arch}.{run.info.variant}", none,
+                run.info.note or "no KTAP output found", "\n".join(run.console_tail))]
         for name, cases in by_suite.items():
-            suites.append(TestSuite(f"{run.info.arch}/{run.info.variant}/{name}",
-                                    cases, properties=props))
+            suites.append(JunitSuite(f"{run.info.arch}/{run.info.variant}/{name}", props, cases))
     return suites
 
 
+def _write_case(case: JunitCase, out: TextIO) -> None:
+    r = case.result
+    seconds = _seconds(r.duration)
+    time = f" time={_xml_attr(f'{seconds:f}')}" if seconds else ""
+    out.write(f"\t\t<testcase name={_xml_attr(case.name)} "
+              f"classname={_xml_attr(case.classname)}{time}>\n")
+    if r.status in _JUNIT:
+        element, kind = _JUNIT[r.status]
+        body = _xml_text(case.output) if case.output else ""
+        out.write(f"\t\t\t<{element} type={_xml_attr(kind)} "
+                  f"message={_xml_attr(case.message)}>{body}</{element}>\n")
+    if r.log:
+        out.write(f"\t\t\t<system-out>{_xml_text(chr(10).join(r.log))}</system-out>\n")
+    out.write("\t\t</testcase>\n")
+
+
+def write_junit_to(runs: list[RunResult], out: TextIO) -> None:
+    """JUnit XML as pytest and CI dashboards read it, written as it goes."""
+    suites = junit_suites(runs)
+    tally = {k: sum(s.count(k) for s in suites) for k in ("failure", "error", "skipped")}
+    out.write('<?xml version="1.0" encoding="utf-8"?>\n')
+    out.write(f'<testsuites disabled="0" errors="{tally["error"]}" '
+              f'failures="{tally["failure"]}" skipped="{tally["skipped"]}" '
+              f'tests="{sum(len(s.cases) for s in suites)}" '
+              f'time="{sum(s.time() for s in suites):f}">\n')
+    for s in suites:
+        out.write(f'\t<testsuite name={_xml_attr(s.name)} tests="{len(s.cases)}" '
+                  f'failures="{s.count("failure")}" errors="{s.count("error")}" '
+                  f'skipped="{s.count("skipped")}" time="{s.time():f}">\n')
+        out.write("\t\t<properties>\n")
+        for k, v in s.properties.items():
+            out.write(f"\t\t\t<property name={_xml_attr(k)} value={_xml_attr(v)}/>\n")
+        out.write("\t\t</properties>\n")
+        for case in s.cases:
+            _write_case(case, out)
+        out.write("\t</testsuite>\n")
+    out.write("</testsuites>\n")
+
+
 def write_junit(runs: list[RunResult], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_xml_report_string(junit_suites(runs), encoding="utf-8"))
+    with open_for_write(path) as f:
+        write_junit_to(runs, f)
+
+
+def write_json_to(runs: list[RunResult], out: TextIO) -> None:
+    """Strict JSON (no NaN or Infinity, which JSON does not have)."""
+    doc = {"schema": "allocprof-ktest/report/1", "runs": [r.to_dict() for r in runs]}
+    json.dump(doc, out, indent=1, allow_nan=False)
 
 
 def write_json(runs: list[RunResult], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": "allocprof-ktest/report/1", "runs": [r.to_dict() for r in runs]}
-    path.write_text(json.dumps(doc, indent=1))
+    with open_for_write(path) as f:
+        write_json_to(runs, f)
 
 
 def summary(runs: list[RunResult], out: TextIO, verbose: bool = True) -> None:
+    enc = getattr(out, "encoding", None)
     for run in runs:
         leaves = run.leaves()
         if verbose:
             for leaf in leaves:
                 r = leaf.result
                 extra = f"  # {r.reason}" if r.reason else ""
-                out.write(f"{_SYMBOL[r.status]:8} {run.test_id(leaf)}{extra}\n")
+                out.write(terminal_safe(f"{_SYMBOL[r.status]:8} {run.test_id(leaf)}{extra}",
+                                        enc) + "\n")
         t = {k: v for k, v in totals(leaves).items() if v}
         counts = ", ".join(f"{v} {k}" for k, v in t.items()) or "no tests"
-        out.write(f"== {run.info.arch}/{run.info.variant} ({run.info.kernel_version}, "
-                  f"{run.info.source_id or 'console'}): {run.verdict().value.upper()}: "
-                  f"{counts}\n")
+        out.write(terminal_safe(
+            f"== {run.info.arch}/{run.info.variant} ({run.info.kernel_version}, "
+            f"{run.info.source_id or 'console'}): {run.verdict().value.upper()}: "
+            f"{counts}", enc) + "\n")
         if run.info.note:
-            out.write(f"   note: {run.info.note}\n")
+            out.write(terminal_safe(f"   note: {run.info.note}", enc) + "\n")
