@@ -98,16 +98,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_parse(args: argparse.Namespace) -> int:
-    if args.file == "-":
-        parsed = ktap.parse_lines(ktap.iter_lines(sys.stdin.buffer))
-    else:
-        path = Path(args.file)
-        if not path.is_file():
-            raise UserError(f"{args.file}: no such file")
-        parsed = ktap.parse_file(str(path))
-    info = RunInfo(arch=args.arch or "-", variant=args.variant or "-",
-                   console=args.file)
+def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
+               variant: str | None = None) -> RunResult:
+    """The run `runner parse` reports for a parsed console."""
+    info = RunInfo(arch=arch or "-", variant=variant or "-", console=console)
     if not parsed.found_ktap:
         info.note = "no KTAP output found"
     tests = parsed.tests
@@ -117,9 +111,19 @@ def cmd_parse(args: argparse.Namespace) -> int:
         tests.append(TestResult("console", Status.PASS, children=[TestResult(
             "no_oops_or_panic", Status.FAIL, reason=parsed.crash[0].strip(),
             diagnostics=parsed.crash)]))
-    run = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
-                    console_tail=parsed.tail[-pipeline.CONSOLE_TAIL:])
-    return _write_reports([run], args)
+    return RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
+                     console_tail=parsed.tail[-pipeline.CONSOLE_TAIL:])
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    try:
+        parsed = (ktap.parse_stream(sys.stdin.buffer) if args.file == "-"
+                  else ktap.parse_file(args.file))
+    except FileNotFoundError:
+        raise UserError(f"{args.file}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{args.file}: is a directory; give a console log file") from None
+    return _write_reports([parsed_run(parsed, args.file, args.arch, args.variant)], args)
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -231,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.set_defaults(func=cmd_bench)
 
     parse = sub.add_parser("parse", help="turn a saved console log into reports")
-    parse.add_argument("file", help="console log, or - for standard input")
+    parse.add_argument("file", help="console log (plain, .gz or .xz; a file, FIFO or "
+                                    "<(command)), or - for standard input")
     parse.add_argument("--arch", help="arch to record in the reports")
     parse.add_argument("--variant", help="variant to record in the reports")
     _add_report_options(parse)

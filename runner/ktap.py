@@ -6,18 +6,28 @@ runner prefixes nested output with "# ".  Lines that belong to no test
 level (printk noise) go to the log of the innermost open test.  Nothing
 declared is lost: a plan that promises more results than arrive, or output
 that ends inside a subtest, yields CRASHED results with the reason.
+
+Hostile input is bounded: a line keeps its first LINE_LIMIT characters,
+nesting stops at MAX_DEPTH, a plan's missing tests are listed up to
+MISSING_LIMIT and summed up after that, and past RESULT_BUDGET results a
+level only counts its results.  Memory follows the input, never the plan.
 """
 
 from __future__ import annotations
 
 import codecs
+import gzip
+import lzma
+import math
 import re
-from collections import deque
+import zlib
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from runner.results import Status, TestResult
+from runner.errors import UserError
+from runner.results import MAX_DEPTH, Status, TestResult
 
 # printk prefixes: "<6>", "[    2.017792] ", "[    2.017792][    T1] ".
 _PRINTK = re.compile(
@@ -29,7 +39,8 @@ _PLAN = re.compile(r"^(?P<ind>\s*)1\.\.(?P<n>\d+)\b")
 _RESULT = re.compile(
     r"^(?P<ind>\s*)(?P<not>not )?ok(?:\s+(?P<num>\d+))?(?:\s+-)?\s*(?P<rest>.*)$"
 )
-_SUBTEST = re.compile(r"^(?P<ind>\s*)# Subtest: (?P<name>.*?)\s*$")
+# No ".*?\s*$": on a long line of spaces it backtracks quadratically.
+_SUBTEST = re.compile(r"^(?P<ind>\s*)# Subtest: (?P<name>.*)")
 _DIRECTIVE = re.compile(
     r"(?:^|\s)#\s*(?P<d>SKIP|TODO|XFAIL|TIMEOUT|error)\b[:\s]*(?P<why>.*)$",
     re.IGNORECASE,
@@ -57,15 +68,73 @@ DIAG_LIMIT = 400  # diagnostic lines kept per test
 # tail, so memory stays bounded however long the console is.
 LOG_BUDGET = 250_000
 SHORT_LOG = 16
+LINE_LIMIT = 4096  # characters kept of one line; the rest is cut with a marker
+RESULT_BUDGET = 100_000  # results kept over a parse; past it, only counted
+MISSING_LIMIT = 100  # missing tests listed one by one per level, then summed up
+MISSING_BUDGET = 10_000  # the same over a whole parse
+NUMBER_LIMIT = 10**15  # test numbers from here on are not numbers (JSON-safe)
+OOPS_LINES = 80  # lines after a crash marker attached to the running test
 
 
 class Budget:
+    """What one parse may keep, whatever the input claims."""
+
     def __init__(self, lines: int = LOG_BUDGET) -> None:
         self.left = lines
+        self.results = RESULT_BUDGET
+        self.missing = MISSING_BUDGET
 
     def log(self) -> BoundedLines:
         return BoundedLines(LOG_LIMIT if self.left > 0 else SHORT_LOG, self)
-OOPS_LINES = 80  # lines after a crash marker attached to the running test
+
+
+def cut_line(line: str, extra: int = 0) -> str:
+    """The line's first LINE_LIMIT characters and how many were cut."""
+    extra += max(0, len(line) - LINE_LIMIT)
+    if not extra:
+        return line
+    return f"{line[:LINE_LIMIT]} [... {extra} characters cut]"
+
+
+def _number(digits: str) -> int:
+    """A test number or plan count; NUMBER_LIMIT if it has too many
+    digits to be one (int() refuses past 4300 digits anyway)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) < 16 else NUMBER_LIMIT
+
+
+def _shown(digits: str) -> str:
+    """A number as a message shows it: a long one by its length."""
+    digits = digits.lstrip("0") or "0"
+    return digits if len(digits) <= 20 else f"{digits[:10]}...({len(digits)} digits)"
+
+
+class _Numbers:
+    """The test numbers a level reported, as ranges: one range when the
+    numbers are consecutive, however many tests there are."""
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []
+        self.highest = 0
+
+    def add(self, n: int) -> None:
+        self.highest = max(self.highest, n)
+        if self.ranges and self.ranges[-1][1] + 1 == n:
+            self.ranges[-1][1] = n
+        elif not (self.ranges and self.ranges[-1][0] <= n <= self.ranges[-1][1]):
+            self.ranges.append([n, n])
+
+    def gaps(self, plan: int) -> Iterator[tuple[int, int]]:
+        """The ranges of 1..plan never reported, in order."""
+        nxt = 1
+        for lo, hi in sorted(self.ranges):
+            if lo > nxt:
+                yield nxt, min(lo - 1, plan)
+            nxt = max(nxt, hi + 1)
+            if nxt > plan:
+                return
+        if nxt <= plan:
+            yield nxt, plan
 
 
 class BoundedLines:
@@ -105,7 +174,12 @@ class _Level:
     budget: Budget = field(default_factory=Budget)
     name: str = ""  # from "# Subtest:"
     plan: int | None = None
+    plan_text: str = ""  # the plan's count as written (it may be too large)
     results: list[TestResult] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)  # each result's number
+    count: int = 0  # results seen, kept or only counted
+    reported: _Numbers = field(default_factory=_Numbers)
+    unkept: Counter[Status] = field(default_factory=Counter)  # past RESULT_BUDGET
     diag: BoundedLines = field(default_factory=lambda: BoundedLines(DIAG_LIMIT))
     log: BoundedLines = field(default_factory=lambda: BoundedLines(LOG_LIMIT))
     own_log: BoundedLines = field(default_factory=lambda: BoundedLines(LOG_LIMIT))
@@ -129,6 +203,11 @@ class ParseOutput:
     tail: list[str]  # last console lines, for failure messages
 
 
+# Statuses, worst first: the one a summary of several results takes.
+_WORST_FIRST = (Status.CRASHED, Status.ERROR, Status.TIMEOUT, Status.FAIL,
+                Status.PASS, Status.XFAIL, Status.TODO, Status.SKIP)
+
+
 def _parse_result_rest(rest: str) -> tuple[str, str, str]:
     """Split "name # DIRECTIVE reason" into (name, directive, reason)."""
     m = _DIRECTIVE.search(rest)
@@ -140,9 +219,8 @@ def _parse_result_rest(rest: str) -> tuple[str, str, str]:
     name = rest[: m.start()].strip()
     directive = m.group("d").upper() if m.group("d") != "error" else "error"
     reason = m.group("why").strip()
-    if not name:
-        # kselftest's directive-first lines: the reason describes the test.
-        name = reason or directive.lower()
+    # A nameless line ("ok 2 # SKIP reason") stays nameless: the caller
+    # names it by its number, not by its reason.
     return name, directive, reason
 
 
@@ -161,6 +239,31 @@ def _status(ok: bool, directive: str) -> Status:
     return Status.PASS if ok else Status.FAIL
 
 
+def _duration(start: str | None, end: str | None) -> float | None:
+    """Seconds between two printk stamps, if both are finite numbers."""
+    if start is None or end is None:
+        return None
+    try:
+        seconds = float(end) - float(start)
+    except ValueError:
+        return None
+    return round(max(0.0, seconds), 6) if math.isfinite(seconds) else None
+
+
+def _merge(results: list[TestResult], numbers: list[int],
+           missing: list[TestResult]) -> list[TestResult]:
+    """Results in the order they came, each missing test placed before the
+    first result numbered after it."""
+    out: list[TestResult] = []
+    todo = deque(missing)
+    for result, n in zip(results, numbers, strict=True):
+        while todo and todo[0].number is not None and todo[0].number < n:
+            out.append(todo.popleft())
+        out.append(result)
+    out.extend(todo)
+    return out
+
+
 class Parser:
     """Feed lines with feed(); finish() returns the tree."""
 
@@ -176,7 +279,10 @@ class Parser:
 
     # -- line handling -------------------------------------------------
     def feed(self, raw: str) -> None:
-        raw = raw.rstrip("\r\n")
+        # "\r" on either side: "\r\n" and "\n\r" line endings alike.
+        raw = raw.strip("\r\n")
+        if len(raw) > LINE_LIMIT:
+            raw = cut_line(raw)
         self.tail.append(raw)
         ts = None
         line = raw
@@ -239,17 +345,19 @@ class Parser:
         self._structured(line, ts)
 
     def _header_with_prefix(self, line: str, ts: str | None) -> None:
+        """A header that starts a new document: after a foreign per-line
+        prefix ("kernel: KTAP version 1"), or indented or "# "-nested with
+        its top-level header lost ("# TAP version 13")."""
         m = _HEADER_ANYWHERE.search(line)
         assert m
         pre = line[: m.start()]
-        stripped = pre.rstrip(" \t#")
-        if stripped and not _HEADER.match(line):
-            # "kernel: KTAP version 1": a foreign per-line prefix.
-            self._close_document()
+        self._close_document()
+        if pre.strip(" \t#"):
             self.doc_prefix = pre
             self._open_root(ts)
-            return
-        self._structured(line, ts)
+        else:
+            self.doc_prefix = ""
+            self._open_root(ts, pre)
 
     def _find_level(self, line: str) -> int:
         for i in range(len(self.stack) - 1, -1, -1):
@@ -270,45 +378,53 @@ class Parser:
             return
         i = self._find_level(line)
         if i < 0:
-            self._noise(line, ts)
+            if hm:
+                # Less indented than the open document: a new one.
+                self._header_with_prefix(line, ts)
+            else:
+                self._noise(line, ts)
             return
         level = self.stack[i]
         content = line[len(level.prefix):]
+        deepest = i + 1 >= MAX_DEPTH  # no level may open below this one
         if hm:
             m = _HEADER.match(content)
             assert m
             ind = m.group("ind")
             if not ind:
-                if i == 0 and (level.results or level.plan is not None):
+                if i == 0 and (level.count or level.plan is not None):
                     # A new document at the top: e.g. selftests after KUnit.
                     self._close_document()
                     self._open_root(ts, self.stack[0].prefix if self.stack else "")
                 return
-            self._open(i, level.prefix + ind, ts)
-            return
+            if not deepest:
+                self._open(i, level.prefix + ind, ts)
+                return
         m = _SUBTEST.match(content)
-        if m:
+        if m and not (deepest and m.group("ind")):
             if m.group("ind"):
                 lv = self._open_if_needed(i, level.prefix + m.group("ind"), ts)
             else:
                 lv = level
-            if not lv.name and not lv.results:
-                lv.name = m.group("name")
+            if not lv.name and not lv.count:
+                lv.name = m.group("name").rstrip()
             else:
                 lv.diag.append(content.strip())
             lv.own_log.append(line)
             return
         m = _PLAN.match(content)
-        if m:
+        if m and not (deepest and m.group("ind")):
             lv = level
             if m.group("ind"):
                 lv = self._open_if_needed(i, level.prefix + m.group("ind"), ts)
-            if lv.plan is None and not lv.results:
-                lv.plan = int(m.group("n"))
+            if lv.plan is None and not lv.count:
+                lv.plan = _number(m.group("n"))
+                lv.plan_text = _shown(m.group("n"))
                 lv.own_log.append(line)
                 return
         m = _RESULT.match(content)
-        if m and (m.group("num") or m.group("rest")) is not None:
+        if m and (m.group("num") or m.group("rest")) is not None \
+                and not (deepest and m.group("ind")):
             lv_index = i
             if m.group("ind"):
                 self._open_if_needed(i, level.prefix + m.group("ind"), ts)
@@ -319,9 +435,10 @@ class Parser:
         if m:
             self._bail(i, m.group("why"), line)
             return
-        # A diagnostic or any other line at this level's indentation.
+        # A diagnostic, any other line at this level's indentation, or a
+        # line nested deeper than MAX_DEPTH.
         if i == len(self.stack) - 1:
-            if not level.results and level.plan is None and level is not self.stack[0]:
+            if not level.count and level.plan is None and level is not self.stack[0]:
                 level.own_log.append(line)  # subtest metadata, e.g. "# module:"
                 return
             self._pending(level, line, ts, diagnostic=True, text=content.rstrip())
@@ -374,6 +491,8 @@ class Parser:
         name, directive, reason = _parse_result_rest(m.group("rest") or "")
         if not name and child_level is not None:
             name = child_level.name
+        number = _number(m.group("num")) if m.group("num") else None
+        position = number if number is not None else lv.count + 1
         ok = not m.group("not")
         status = _status(ok, directive)
         log = lv.log.lines() + [line]
@@ -384,21 +503,16 @@ class Parser:
                 diagnostics.append(f"Bail out! {child_level.bailed}")
         start = lv.start_ts if lv.start_ts is not None else (
             child_level.start_ts if child_level else None)
-        duration = None
-        if ts is not None and start is not None:
-            try:
-                duration = round(max(0.0, float(ts) - float(start)), 6)
-            except ValueError:
-                duration = None
+        duration = _duration(start, ts)
         if ok and status == Status.PASS and any(
             c.status == Status.CRASHED for c in children
         ):
             status = Status.CRASHED
             reason = reason or "a subtest never reported"
         result = TestResult(
-            name=name or f"unnamed-{len(lv.results) + 1}",
+            name=name or f"unnamed-{position}",
             status=status,
-            number=int(m.group("num")) if m.group("num") else None,
+            number=number if number is not None and number < NUMBER_LIMIT else None,
             directive=directive,
             reason=reason,
             diagnostics=diagnostics,
@@ -406,9 +520,27 @@ class Parser:
             duration=duration,
             children=children,
         )
-        lv.results.append(result)
+        self._add(lv, result, position)
         lv.reset_pending()
         lv.start_ts = ts
+
+    def _add(self, lv: _Level, result: TestResult, position: int) -> None:
+        """Record a level's result: kept while the budget lasts, then only
+        counted. A result past the plan fails."""
+        lv.count += 1
+        lv.reported.add(position)
+        if lv.plan is not None and position > lv.plan:
+            if result.status.is_ok:
+                result.status = Status.FAIL
+            shown = position if position < NUMBER_LIMIT else f"{NUMBER_LIMIT} or more"
+            result.reason = "; ".join(filter(None, (
+                f"result {shown} is beyond the plan 1..{lv.plan_text}", result.reason)))
+        if self.budget.results > 0:
+            self.budget.results -= 1
+            lv.results.append(result)
+            lv.numbers.append(position)
+        else:
+            lv.unkept[result.status] += 1
 
     def _bail(self, i: int, why: str, line: str) -> None:
         while len(self.stack) > i + 1:
@@ -418,37 +550,54 @@ class Parser:
         lv.own_log.append(line)
 
     def _finish_level(self, lv: _Level) -> list[TestResult]:
-        """The level's results, padded to its plan with missing tests."""
-        out = list(lv.results)
-        reason = self._missing_reason(lv)
-        if lv.plan is not None and len(out) < lv.plan:
-            first = True
-            for n in range(len(out) + 1, lv.plan + 1):
-                diag = lv.diag.lines() if first else []
-                out.append(
-                    TestResult(
-                        name=f"missing-{n}",
-                        status=Status.ERROR if lv.bailed is not None else Status.CRASHED,
-                        number=n,
-                        reason=reason,
-                        diagnostics=diag,
-                        log=lv.log.lines() if first else [],
-                    )
-                )
-                first = False
-        elif lv.plan is None and lv.diag and self.crash and not lv.bailed:
-            # A crash at a level without a plan: a test was running there,
-            # report it rather than drop its oops. (A crash after a met plan
-            # belongs to no test; the console checks report it.)
-            out.append(
-                TestResult(
-                    name=f"missing-{len(out) + 1}",
-                    status=Status.CRASHED,
-                    reason=reason,
-                    diagnostics=lv.diag.lines(),
-                    log=lv.log.lines(),
-                )
-            )
+        """The level's results, with the numbers its plan declared but that
+        never reported in their place, and a count of the results not kept.
+        Without a plan nothing is invented: a crash there is the console's
+        (the caller reports it)."""
+        out = _merge(lv.results, lv.numbers, self._missing(lv))
+        if lv.unkept:
+            n = sum(lv.unkept.values())
+            worst = next(s for s in _WORST_FIRST if lv.unkept[s])
+            counts = ", ".join(f"{lv.unkept[s]} {s.value}" for s in _WORST_FIRST
+                               if lv.unkept[s])
+            out.append(TestResult(
+                name=f"more-{n}-results", status=worst,
+                reason=f"{n} more results, counted but not kept ({counts})"))
+        return out
+
+    def _missing(self, lv: _Level) -> list[TestResult]:
+        """The plan's numbers that never reported: one test each up to
+        MISSING_LIMIT, then one test for all the others."""
+        if lv.plan is None:
+            return []
+        status = Status.ERROR if lv.bailed is not None else Status.CRASHED
+        ended = self._missing_reason(lv)
+        # The first number after the last result was running at the end.
+        running = lv.reported.highest + 1
+        keep = min(MISSING_LIMIT, self.budget.missing)
+        out: list[TestResult] = []
+        first_unlisted = left = 0
+        for lo, hi in lv.reported.gaps(lv.plan):
+            take = min(hi - lo + 1, max(0, keep - len(out)))
+            for n in range(lo, lo + take):
+                skipped = n < running  # a later number reported
+                out.append(TestResult(
+                    name=f"missing-{n}", number=n,
+                    status=Status.ERROR if skipped else status,
+                    reason="no result with this number, though later tests reported"
+                    if skipped else ended,
+                    diagnostics=lv.diag.lines() if n == running else [],
+                    log=lv.log.lines() if n == running else []))
+            if take <= hi - lo:
+                first_unlisted = first_unlisted or lo + take
+                left += hi - lo + 1 - take
+        self.budget.missing -= len(out)
+        if left:
+            exact = str(lv.plan) == lv.plan_text
+            out.append(TestResult(
+                name=f"missing-{first_unlisted}..{lv.plan_text}", status=status,
+                reason=f"{left if exact else 'many'} more declared tests, up to "
+                       f"{lv.plan_text}, never reported: {ended}"))
         return out
 
     def _missing_reason(self, lv: _Level) -> str:
@@ -473,7 +622,7 @@ class Parser:
             children=children,
         )
         if parent is not None:
-            parent.results.append(result)
+            self._add(parent, result, parent.count + 1)
             parent.reset_pending()
         else:
             self.roots.append(result)
@@ -507,27 +656,68 @@ class Parser:
         return ParseOutput(self.roots, self.found, self.crash, list(self.tail))
 
 
-def iter_lines(stream: BinaryIO | Iterable[bytes]) -> Iterator[str]:
-    """Decode line by line; bytes that are not UTF-8 are replaced."""
-    for raw in stream:
-        yield raw.decode("utf-8", errors="replace")
+GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+class _Sniffed:
+    """A byte stream whose first bytes were read ahead to tell its format:
+    works on pipes and FIFOs, which cannot seek back."""
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self.f = f
+        self.head = b""
+        while len(self.head) < size:
+            more = f.read(size - len(self.head))
+            if not more:
+                break
+            self.head += more
+
+    def read(self, n: int | None = -1) -> bytes:
+        if not self.head:
+            return self.f.read(n)
+        if n is None or n < 0:
+            out, self.head = self.head + self.f.read(), b""
+        else:
+            out, self.head = self.head[:n], self.head[n:]
+        return out
+
+
+def decompressed(f: BinaryIO) -> BinaryIO:
+    """The stream, or its content if it is gzip or xz: told by the magic
+    bytes, so that pipes and files named otherwise work too."""
+    sniffed = _Sniffed(f, len(XZ_MAGIC))
+    if sniffed.head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=sniffed, mode="rb")
+    if sniffed.head.startswith(XZ_MAGIC):
+        return lzma.LZMAFile(sniffed)
+    return sniffed  # type: ignore[return-value]
 
 
 def iter_file_lines(f: BinaryIO, chunk: int = 1 << 20) -> Iterator[str]:
-    """Lines of a binary file, decoded a megabyte at a time (faster than
-    per line); a character split between chunks is decoded whole."""
+    """Lines of a binary stream, decoded a megabyte at a time (faster than
+    per line); a character split between chunks is decoded whole. A line
+    keeps its first LINE_LIMIT characters, so that memory stays bounded
+    however long it is."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    rest = ""
+    rest, cut = "", 0  # the unfinished line's start, and what was cut of it
     while True:
         block = f.read(chunk)
-        text = rest + decoder.decode(block, final=not block)
-        if not block:
-            if text:
-                yield from text.split("\n")
+        lines = decoder.decode(block, final=not block).split("\n")
+        lines[0] = rest + lines[0]
+        if block:
+            rest = lines.pop()
+            if not lines:  # still inside one line: keep its start only
+                rest, cut = rest[:LINE_LIMIT], cut + max(0, len(rest) - LINE_LIMIT)
+                continue
+        elif not (lines[0] or cut):
             return
-        lines = text.split("\n")
-        rest = lines.pop()
+        if cut or max(map(len, lines)) > LINE_LIMIT:
+            lines = [cut_line(lines[0], cut)] + [cut_line(line) for line in lines[1:]]
+            cut = 0
         yield from lines
+        if not block:
+            return
 
 
 def parse_lines(lines: Iterable[str]) -> ParseOutput:
@@ -539,9 +729,23 @@ def parse_lines(lines: Iterable[str]) -> ParseOutput:
 
 
 def parse_text(text: str) -> ParseOutput:
-    return parse_lines(text.splitlines())
+    """As parse_file on the same text: lines end at "\n" only."""
+    lines = text.split("\n")
+    if not lines[-1]:
+        lines.pop()
+    return parse_lines(lines)
+
+
+def parse_stream(f: BinaryIO, name: str = "standard input") -> ParseOutput:
+    """Parse a console from any byte stream, plain, gzip or xz."""
+    try:
+        return parse_lines(iter_file_lines(decompressed(f)))
+    except (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile) as e:
+        raise UserError(f"{name}: the compressed data is truncated or corrupt ({e}); "
+                        "to parse what is left: zcat or xzcat it | runner parse -") from e
 
 
 def parse_file(path: str) -> ParseOutput:
+    """Parse a console file: regular, FIFO or /dev/fd, plain, gzip or xz."""
     with open(path, "rb") as f:
-        return parse_lines(iter_file_lines(f))
+        return parse_stream(f, path)

@@ -68,9 +68,11 @@ def test_kselftest_directive_first_lines():
         # Totals: pass:1 fail:0 xfail:1 xpass:0 skip:1 error:1
         """)
     assert r["reads header"].status == Status.PASS
-    assert r["no THP in this kernel"].status == Status.SKIP
-    assert r["cannot open /proc/allocinfo"].status == Status.ERROR
-    assert r["known kernel bug"].status == Status.XFAIL
+    # A nameless line is named by its number, never by its reason.
+    assert r["unnamed-2"].status == Status.SKIP
+    assert r["unnamed-2"].reason == "no THP in this kernel"
+    assert r["unnamed-3"].status == Status.ERROR
+    assert r["unnamed-4"].status == Status.XFAIL
     assert r["counts"].status == Status.TODO
     assert r["counts"].reason == "not implemented"
 
@@ -254,3 +256,173 @@ def test_chunked_decoding_keeps_lines_and_split_characters():
         lines = list(iter_file_lines(io.BytesIO(data), chunk))
         assert lines[:3] == ["KTAP version 1", "1..1", "ok 1 t\u00e9st \u2603"]
         assert lines[3] == "\ufffd"
+
+
+# -- hostile and unusual consoles (issue 13) -----------------------------------
+
+def test_nested_header_without_top_level_header():
+    """A kselftest run whose top-level header was lost: no recursion."""
+    for header in ("# TAP version 13", "# KTAP version 1", "    KTAP version 1"):
+        pre = header[: header.index("K" if "KTAP" in header else "T")]
+        out = parse_text(f"{header}\n{pre}1..1\n{pre}ok 1 x\n")
+        assert [(leaf.path, leaf.result.status) for leaf in leaves(out.tests)] == [
+            (("x",), Status.PASS)]
+
+
+def test_top_level_document_after_a_nested_one():
+    r = flat("# TAP version 13\n# 1..1\n# ok 1 inner\nTAP version 13\n1..1\nok 1 outer\n")
+    assert list(r) == ["inner", "outer"]
+
+
+def test_deep_nesting_is_bounded():
+    from runner.results import MAX_DEPTH, RunInfo, RunResult
+
+    text = "KTAP version 1\n1..1\n" + "".join(" " * i + "ok 1 t\n" for i in range(1, 1000))
+    out = parse_text(text)
+    depth, level = 0, out.tests
+    while level:
+        depth, level = depth + 1, level[-1].children
+    assert depth <= MAX_DEPTH
+    ls = leaves(out.tests)
+    assert verdict(ls).value == "crashed"
+    import json
+    json.dumps(RunResult(RunInfo(), out.tests).to_dict())
+
+
+def test_plan_does_not_decide_memory():
+    import tracemalloc
+
+    from runner.ktap import MISSING_LIMIT
+
+    tracemalloc.start()
+    out = parse_text("KTAP version 1\n1..1000000000\nok 1 a\n")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 << 20
+    ls = leaves(out.tests)
+    assert len(ls) == 1 + MISSING_LIMIT + 1
+    assert ls[1].path == ("missing-2",) and ls[1].result.status == Status.CRASHED
+    last = ls[-1].result
+    assert last.name == f"missing-{MISSING_LIMIT + 2}..1000000000"
+    assert last.status == Status.CRASHED
+    assert f"{1000000000 - 1 - MISSING_LIMIT} more declared tests" in last.reason
+
+
+def test_results_past_the_budget_are_counted_not_kept(monkeypatch):
+    from runner import ktap
+
+    monkeypatch.setattr(ktap, "RESULT_BUDGET", 3)
+    out = parse_text("KTAP version 1\n" + "ok\n" * 5 + "not ok\n")
+    assert [t.name for t in out.tests] == ["unnamed-1", "unnamed-2", "unnamed-3",
+                                           "more-3-results"]
+    more = out.tests[-1]
+    assert more.status == Status.FAIL and "(1 fail, 2 pass)" in more.reason
+    assert verdict(leaves(out.tests)).value == "failed"
+
+
+def test_long_subtest_line_is_linear():
+    import time
+
+    start = time.perf_counter()
+    out = parse_text("KTAP version 1\n1..1\n    # Subtest: s" + " " * 100_000 + "x"
+                     + " " * 100_000 + "\n    1..1\n    ok 1 c\nok 1\n")
+    assert time.perf_counter() - start < 2
+    assert out.tests[0].name.startswith("s ")
+
+
+def test_a_long_line_is_cut():
+    import io
+
+    from runner.ktap import LINE_LIMIT, iter_file_lines
+
+    data = b"KTAP version 1\n1..1\nok 1 " + b"x" * (3 << 20) + b"\nok 2 tail"
+    got = list(iter_file_lines(io.BytesIO(data), chunk=1000))
+    assert got[0] == "KTAP version 1" and got[-1] == "ok 2 tail"
+    assert got[2].startswith("ok 1 xxx")
+    assert got[2].endswith(f"[... {len(data.splitlines()[2]) - LINE_LIMIT} characters cut]")
+    assert len(got[2]) < LINE_LIMIT + 40
+    # The same through parse_text, which gets whole lines.
+    out = parse_text("KTAP version 1\n1..1\nok 1 " + "y" * 100_000 + "\n")
+    assert len(out.tests[0].name) < LINE_LIMIT + 40
+
+
+def test_huge_numbers_are_not_a_traceback():
+    out = parse_text("KTAP version 1\n1..2\nok " + "9" * 5000 + " big\nok 1 a\nok 2 b\n")
+    big = out.tests[0]
+    assert big.number is None and big.status == Status.FAIL
+    assert "beyond the plan 1..2" in big.reason
+    out = parse_text("KTAP version 1\n1.." + "9" * 4000 + "\nok 1 a\n")
+    assert out.tests[-1].name == "missing-102..9999999999...(4000 digits)"
+    assert "many more declared tests" in out.tests[-1].reason
+
+
+def test_infinite_timestamp_gives_no_duration():
+    out = parse_text("[1.0] KTAP version 1\n[1.0] 1..2\n[1e999] ok 1 a\n[1.5] ok 2 b\n")
+    assert [t.duration for t in out.tests] == [None, None]
+
+
+def test_newline_carriage_return_line_endings():
+    for eol in ("\n\r", "\r\n"):
+        out = parse_text(eol.join(["KTAP version 1", "1..2", "ok 1 a", "ok 2 b", ""]))
+        assert [(t.name, t.status) for t in out.tests] == [
+            ("a", Status.PASS), ("b", Status.PASS)]
+
+
+def test_duplicate_names_never_share_an_id():
+    out = parse_text("KTAP version 1\nok 1 same\nok 2 same\nok 3 same#2\nok 4 same\n")
+    assert [leaf.path for leaf in leaves(out.tests)] == [
+        ("same",), ("same#3",), ("same#2",), ("same#4",)]
+    # "/" in a name: ("a/b",) and ("a", "b") would both be "a/b".
+    out = parse_text("KTAP version 1\nok 1 a/b\n    ok 1 b\nok 2 a\n")
+    ids = ["/".join(leaf.path) for leaf in leaves(out.tests)]
+    assert len(set(ids)) == len(ids) == 2
+
+
+def test_gap_in_numbers_reports_that_number_missing():
+    r = flat("KTAP version 1\n1..3\nok 1 a\nok 3 c\n")
+    assert list(r) == ["a", "missing-2", "c"]
+    assert r["missing-2"].status == Status.ERROR and r["missing-2"].number == 2
+    assert r["c"].status == Status.PASS
+
+
+def test_results_beyond_the_plan_fail():
+    r = flat("KTAP version 1\n1..2\nok 1 a\nok 2 b\nok 3 c\n")
+    assert r["c"].status == Status.FAIL
+    assert r["c"].reason == "result 3 is beyond the plan 1..2"
+    r = flat("KTAP version 1\n1..1\nok 1 a\nok b\n")
+    assert r["b"].status == Status.FAIL
+
+
+def test_no_plan_and_a_panic_invents_no_test():
+    out = parse_text("KTAP version 1\nok 1 a\nok 2 b\nok 3 c\n"
+                     "Kernel panic - not syncing: x\n")
+    assert [t.name for t in out.tests] == ["a", "b", "c"]
+    assert out.crash and "Kernel panic" in out.crash[0]
+
+
+def test_compressed_consoles_by_magic_bytes(tmp_path):
+    import gzip
+    import lzma
+
+    from runner.ktap import parse_file
+
+    text = b"KTAP version 1\n1..1\nok 1 packed\n"
+    for name, data in (("c.gz", gzip.compress(text)), ("c.xz", lzma.compress(text)),
+                       ("c.log", gzip.compress(text)), ("c.txt.gz", text)):
+        (tmp_path / name).write_bytes(data)
+        out = parse_file(str(tmp_path / name))
+        assert [t.name for t in out.tests] == ["packed"], name
+
+
+def test_truncated_compressed_console_is_one_error(tmp_path):
+    import gzip
+
+    import pytest
+
+    from runner.errors import UserError
+    from runner.ktap import parse_file
+
+    p = tmp_path / "c.gz"
+    p.write_bytes(gzip.compress(b"KTAP version 1\n" * 1000)[:40])
+    with pytest.raises(UserError, match="c.gz: the compressed data is truncated"):
+        parse_file(str(p))
