@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from runner import ktap, pipeline, report, source, tools
-from runner.errors import UserError
+from runner import exits, ktap, pipeline, report, source, tools
+from runner.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from runner.paths import cache_root
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
 from runner.targets import ARCHES, BOOT_VARIANTS, HOST_ARCH, VARIANTS, Target, targets
@@ -47,7 +48,11 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
 
 
 def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
-    report.summary(runs, sys.stdout, verbose=not args.quiet)
+    try:
+        report.summary(runs, sys.stdout, verbose=not args.quiet)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        exits.stdout_gone()  # `| head`: the reports and the verdict still count
     if args.junit:
         report.write_junit(runs, args.junit)
     if args.json:
@@ -98,6 +103,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist yet
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _check_report_paths(args: argparse.Namespace) -> None:
+    """No report may overwrite the console it comes from, or the other."""
+    for opt, out in (("--junit", args.junit), ("--json", args.json)):
+        if out and args.file != "-" and _same_file(args.file, out):
+            raise UserError(f"{opt} {out} is the console being parsed; "
+                            "write the report to another file")
+    if args.junit and args.json and _same_file(args.junit, args.json):
+        raise UserError(f"--junit and --json both name {args.json}; give them two files")
+
+
 def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
                variant: str | None = None) -> RunResult:
     """The run `runner parse` reports for a parsed console."""
@@ -116,6 +138,7 @@ def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
 
 
 def cmd_parse(args: argparse.Namespace) -> int:
+    _check_report_paths(args)
     try:
         parsed = (ktap.parse_stream(sys.stdin.buffer) if args.file == "-"
                   else ktap.parse_file(args.file))
@@ -245,18 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes (runner.errors): 0 passed, 1 a test failed, 2 a one-line
+    usage or environment error, 3 a bug in the runner, 130 interrupted."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as e:
         print(f"runner: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return exits.broken_pipe()
     except OSError as e:
-        # e.g. ENOSPC or EACCES on the cache or results directory.
-        print(f"runner: error: {e.strerror}: {e.filename or ''} (check disk space and "
-              "permissions, or set ALLOCPROF_CACHE)", file=sys.stderr)
-        return 2
+        # e.g. ENOSPC or EACCES on the cache, results directory or a report.
+        return exits.os_error(e)
     except KeyboardInterrupt:
         print("runner: interrupted; the next run picks up where this one stopped",
               file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as e:
+        return exits.internal_error(e)
