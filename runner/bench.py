@@ -15,18 +15,20 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from runner import boot, build, pipeline, source
 from runner.errors import UserError
 from runner.targets import ARCHES, Target
+from runner.printer import PRINTER
 
 # One guest instruction = 2^0 ns of guest time; sleep=off lets idle time
 # jump to the next timer instead of following the host clock.
 ICOUNT = "shift=0,sleep=off"
 LOOPS = ("kmalloc", "pgalloc")
+# alloc_tag_bench's iterations parameter is a uint.
+MAX_ITERATIONS = (1 << 32) - 1
 _FIGURE = re.compile(r"alloc_tag_bench: (\w+) iterations=(\d+) ns=(\d+)")
 _PAGE_EXT = re.compile(r"allocated (\d+) bytes of page_ext")
 _SLAB_EXT = re.compile(r"^\s*(\d+)\s+\d+\s+mm/slub\.c:\d+ func:alloc_slab_obj_exts\b", re.M)
@@ -193,9 +195,8 @@ def run(opts: pipeline.Options, arch: str, iterations: int, repeat: int) -> Benc
                 res.memory.update(memory_figures(
                     console, alloc.read_text() if alloc.exists() else "",
                     res.memory["code_tags"]))
-            sys.stderr.write(f"runner: bench ({c.number}) {c.name}, repeat {r + 1}/{repeat}: "
-                             + ", ".join(f"{k} {v / 1e6:.1f} ms" for k, v in got.items())
-                             + "\n")
+            PRINTER.info(f"bench ({c.number}) {c.name}, repeat {r + 1}/{repeat}: "
+                         + ", ".join(f"{k} {v / 1e6:.1f} ms" for k, v in got.items()))
     return BenchResult(arch, src.version, src.source_id, clock, iterations, repeat, results)
 
 

@@ -23,6 +23,7 @@ from runner.errors import UserError
 from runner.lock import exclusive
 from runner.results import Leaf, RunResult
 from runner.targets import Target
+from runner.printer import PRINTER
 
 MAX_CONSECUTIVE_SKIPS = 5
 
@@ -115,8 +116,7 @@ class Bisector:
         self.steps.append(Step(commit, subject, verdict.value, why,
                                round(time.monotonic() - start, 1),
                                failing_details(run, self.patterns)))
-        sys.stderr.write(f"runner bisect: {commit[:12]} {subject[:60]!r}: "
-                         f"{verdict.value} ({why})\n")
+        PRINTER.info(f"bisect: {commit[:12]} {subject[:60]!r}: {verdict.value} ({why})")
         return verdict, why, run
 
     def run(self, good: str, bad: str) -> dict:

@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import subprocess
-import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from runner import kconfig, overlay, tools
 from runner.layout import OUR_SELFTESTS, UPSTREAM_SELFTESTS, upstream_program_name
 from runner.errors import UserError
 from runner.lock import exclusive
+from runner.printer import PRINTER
 from runner.paths import ccache_dir
 from runner.source import PreparedSource
 from runner.targets import Target
@@ -130,21 +131,54 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         # "modules" writes Module.symvers, which the helper module needs.
         cmd = ["make", f"O={bdir}", f"-j{jobs or os.cpu_count() or 1}", f"CC={cc}",
                image.name, "modules"]
-        sys.stderr.write(f"runner: building {target.build_name} kernel from "
-                         f"{src.source_id} in {bdir}\n")
-        with open(log, "a") as out:
-            out.write(f"$ {' '.join(cmd)}\n")
-            out.flush()
-            p = subprocess.run(cmd, cwd=src.tree, env=env, stdout=out,
-                               stderr=subprocess.STDOUT, check=False)
-        if p.returncode != 0 or not image.exists():
+        PRINTER.info(f"building {target.build_name} kernel from {src.source_id} in {bdir}")
+        clean = not image.exists()
+        counted = bdir / ".allocprof-files"
+        expected = int(counted.read_text()) if clean and counted.exists() else None
+        rc = _make_with_progress(cmd, src.tree, env, log, f"building {target.build_name}",
+                                 expected)
+        if rc != 0 or not image.exists():
             err = first_error(log)
             if "No space left on device" in err:
                 raise UserError(f"disk full while building {target.name}: free space "
                                 f"or set ALLOCPROF_CACHE (log: {log})")
             raise UserError(f"kernel build failed for {target.name}: {err} (log: {log})")
         stamp.write_text(fp)
+        if clean:
+            counted.write_text(str(_files_built(log)))
         return Built(image, bdir, log, rebuilt=True)
+
+
+PROGRESS_EVERY = 30.0  # seconds between two progress lines of a build
+_BUILT_LINE = re.compile(rb"^  (?:CC|AS|LD|AR|HOSTCC|OBJCOPY)\b", re.M)
+
+
+def _files_built(log: Path) -> int:
+    try:
+        return len(_BUILT_LINE.findall(log.read_bytes()))
+    except OSError:
+        return 0
+
+
+def _make_with_progress(cmd: list[str], cwd: Path, env: dict[str, str], log: Path,
+                        what: str, expected: int | None) -> int:
+    """Runs make into @log, telling how far it got every PROGRESS_EVERY s
+    (out of @expected files, what the last clean build of it built)."""
+    started = time.monotonic()
+    with open(log, "a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            try:
+                return p.wait(timeout=PROGRESS_EVERY)
+            except subprocess.TimeoutExpired:
+                PRINTER.progress(what, _files_built(log), expected, started)
+    finally:
+        if p.poll() is None:
+            p.terminate()
+            p.wait()
 
 
 def _headers(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:

@@ -6,39 +6,23 @@ import argparse
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from runner import exits, ktap, pipeline, report, source, tools
+from runner import exits, ktap, options, pipeline, report, source, tools
 from runner.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
-from runner.paths import cache_root
+from runner.paths import cache_root, new_run_dir
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
-from runner.targets import ARCHES, BOOT_VARIANTS, HOST_ARCH, VARIANTS, Target, targets
+from runner.targets import HOST_ARCH, Target, targets
 
 
 def _add_kernel_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--arch", help=f"comma-separated, from: {', '.join(ARCHES)}")
-    p.add_argument("--variant", help=f"comma-separated, from: {', '.join(VARIANTS)}")
-    p.add_argument("--boot-variant", help="comma-separated sysctl.vm.mem_profiling= boot "
-                   f"options, from: {', '.join(BOOT_VARIANTS)} (default: none)")
+    options.add_to(p.add_argument, options.KERNEL)
     _add_source_options(p)
 
 
 def _add_source_options(p: argparse.ArgumentParser) -> None:
     """Where the kernel comes from and how it is built and booted."""
-    env_src, env_rev = source.env_sources()
-    p.add_argument("--kernel-src", default=env_src, metavar="PATH",
-                   help="kernel tree to test (default: Debian's linux-source-6.12); "
-                        "never modified")
-    p.add_argument("--kernel-rev", default=env_rev, metavar="REV",
-                   help="revision of a git --kernel-src (default: HEAD)")
-    p.add_argument("--cache-dir", help="cache (default: $ALLOCPROF_CACHE or "
-                                       "$XDG_CACHE_HOME/allocprof-ktest)")
-    p.add_argument("-j", "--jobs", type=int, help="make jobs (default: all CPUs)")
-    p.add_argument("--boot-timeout", type=float, default=pipeline.TCG_TIMEOUT,
-                   help="seconds before a guest is killed (default: %(default)s)")
-    p.add_argument("--append", action="append", default=[],
-                   help="extra kernel command-line option (repeatable)")
+    options.add_to(p.add_argument, options.SOURCE)
 
 
 def _add_report_options(p: argparse.ArgumentParser) -> None:
@@ -74,8 +58,7 @@ def _runnable(args: argparse.Namespace) -> list[Target]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cache = cache_root(args.cache_dir)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    results_dir = Path(args.results_dir or "results").resolve() / stamp
+    results_dir = new_run_dir(args.results_dir or "results")
     opts = pipeline.Options(cache=cache, results_dir=results_dir,
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,
@@ -171,8 +154,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     tlist = targets(args.arch or HOST_ARCH, args.variant, args.boot_variant)
     if len(tlist) != 1:
         raise UserError("bisect runs one arch and one variant at a time")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    results_dir = Path(args.results_dir or "results").resolve() / f"bisect-{stamp}"
+    results_dir = new_run_dir(args.results_dir or "results", "bisect-")
     opts = pipeline.Options(cache=cache, results_dir=results_dir, jobs=args.jobs,
                             boot_timeout=args.boot_timeout, append=args.append)
     patterns = list(args.tests) + ([args.k] if args.k else [])
@@ -196,13 +178,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     arch = args.arch or HOST_ARCH
     if args.iterations < 1 or args.repeat < 1:
         raise UserError("--iterations and --repeat must be at least 1")
+    if args.iterations > bench.MAX_ITERATIONS:
+        raise UserError(f"--iterations {args.iterations} is above {bench.MAX_ITERATIONS}, "
+                        "the benchmark module's limit (its parameter is an unsigned int)")
     # An unknown arch, or one this machine cannot build or boot, is an error.
     wanted = targets(arch, None)
     if len(wanted) != 1:
         raise UserError("bench runs one arch at a time")
     tools.split_available(wanted, explicit=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    results_dir = Path(args.results_dir or "results").resolve() / f"bench-{stamp}"
+    results_dir = new_run_dir(args.results_dir or "results", "bench-")
     opts = pipeline.Options(cache=cache_root(args.cache_dir), results_dir=results_dir,
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,

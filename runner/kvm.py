@@ -10,9 +10,10 @@ import os
 import platform
 import select
 import subprocess
-import sys
 import time
 from pathlib import Path
+
+from runner.printer import PRINTER
 
 PROBE_SECONDS = 20
 _BOOTED = (b"Linux version", b"Command line:", b"Booting Linux")
@@ -94,8 +95,8 @@ def usable(cache: Path, qemu: str, image: Path, arch_is_host: bool) -> bool:
         return bool(known[key]["ok"])
     ok, why = probe(qemu, image)
     if not ok:
-        sys.stderr.write(f"runner: /dev/kvm is present but KVM does not work here ({why}); "
-                         "using TCG (software emulation). Set ALLOCPROF_KVM=1 to force KVM.\n")
+        PRINTER.info(f"/dev/kvm is present but KVM does not work here ({why}); "
+                     "using TCG (software emulation). Set ALLOCPROF_KVM=1 to force KVM.")
     known[key] = {"ok": ok, "why": why, "when": time.strftime("%Y-%m-%d %H:%M:%S")}
     memo.write_text(json.dumps(known, indent=1))
     return ok

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from runner.errors import UserError
 from runner.kunit_cases import Suite, expected_suites, selftest_suites, upstream_suites
 from runner.lock import exclusive
 from runner.options import TCG_TIMEOUT
+from runner.printer import PRINTER
 from runner.results import RunInfo, RunResult, Status, TestResult
 from runner.targets import Target
 
@@ -180,8 +180,8 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:
         info.note = f"guest did not finish (vng exit code {b.returncode})"
-    sys.stderr.write(f"runner: {target.name}: booted under {b.accel.upper()}, "
-                     f"guest ran {b.seconds:.1f}s\n")
+    PRINTER.info(f"{target.name}: booted under {b.accel.upper()}, "
+                 f"guest ran {b.seconds:.1f}s")
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
     upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
     return results_from_console(b.console, info, done, b.outdir, feature, upstream, src.tree)

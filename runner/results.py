@@ -239,7 +239,7 @@ class RunResult:
             "tests": [t.to_dict() for t in self.tests],
             "leaves": [
                 {"id": self.test_id(leaf), "suite": leaf.suite, "case": leaf.case,
-                 "status": leaf.result.status.value}
+                 "status": leaf.result.status.value, "reason": leaf.result.reason}
                 for leaf in ls
             ],
             "console_tail": self.console_tail,

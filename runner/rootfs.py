@@ -15,13 +15,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from runner import source_packages, tools
 from runner.errors import UserError
 from runner.lock import exclusive
+from runner.printer import PRINTER
 from runner.targets import Arch
 
 # The Debian packages a guest root is unpacked from: bash runs virtme-init,
@@ -129,7 +129,7 @@ def prepare(cache: Path, arch: Arch) -> Path:
         if root.exists():
             shutil.rmtree(root)  # left half-made by an interrupted run
         root.mkdir(parents=True)
-        sys.stderr.write(f"runner: making the {arch.name} guest root in {root}\n")
+        PRINTER.info(f"making the {arch.name} guest root in {root}")
         make(root)
         done.write_text("\n".join(versions) + "\n")
         # Roots of older package versions or layouts are never used again.

@@ -117,3 +117,36 @@ def test_foreign_arch_suite_passes_on_its_own_userspace(tmp_path, arch):
     # The selftests ran in the foreign guest (the host's binaries cannot).
     assert ("module_unload_test", "global.load_shows_module_tags") in reported
     assert ("allocinfo_test", "global.header_is_exact") in reported
+
+
+def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
+    """Debian's linux-source-7.3 (trixie-backports), fetched by name with a
+    private apt state: the feature in mm/, upstream's own alloc_tag
+    selftest run beside ours, every contract checked as 7.3 keeps it."""
+    from runner import source
+    from runner.kunit_cases import upstream_suites
+    from runner.paths import cache_root
+
+    p = runner("run", "--arch", "x86_64", "--kernel-src", "debian:linux-source-7.3",
+               "--results-dir", str(tmp_path), cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    run = json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"][0]
+    assert run["info"]["kernel_version"].startswith("7.3.")
+    assert run["info"]["source_id"].startswith("linux-source-7.3:")
+    src = source.prepare(cache_root(), "debian:linux-source-7.3")
+    assert src.layout.layout.name == "mm"
+    upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
+    assert [s.name for s in upstream] == ["upstream_allocinfo_ioctl_test"]
+    status = {(leaf["suite"].split("/")[0], leaf["case"]): (leaf["status"], leaf["reason"])
+              for leaf in run["leaves"]}
+    declared = declared_cases() | {(s.name, c) for s in upstream for c in s.cases}
+    assert declared <= set(status), declared - set(status)
+    for s in upstream:
+        for c in s.cases:
+            assert status[(s.name, c)][0] == "pass", (s.name, c, status[(s.name, c)])
+    # The default kernel has no DEBUG: that suite skips, saying so; all
+    # else passes.
+    skipped = {k: v for k, v in status.items() if v[0] != "pass"}
+    assert {k[0] for k in skipped} == {"alloc_tag_debug"}, skipped
+    assert {v for v in skipped.values()} == {
+        ("skip", "needs CONFIG_MEM_ALLOC_PROFILING_DEBUG=y")}

@@ -127,3 +127,31 @@ def test_series_that_does_not_apply_is_one_line(tmp_path, toy_repo):
                    "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-zzz\n+yyy\n")
     with pytest.raises(UserError, match="does not apply"):
         apply_series(tmp_path / "cache", repo, "HEAD", bad)
+
+
+def test_endpoints_are_checked_before_any_build(tmp_path):
+    """good == bad, swapped endpoints and unrelated histories: one line,
+    no build."""
+    from runner.bisect import check_endpoints
+    from runner.errors import UserError
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    for name in ("a", "b"):
+        (tmp_path / name).write_text(name)
+        git("add", name)
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", name)
+    b, a = git("rev-parse", "HEAD"), git("rev-parse", "HEAD~1")
+    git("checkout", "-q", "--orphan", "other")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    other = git("rev-parse", "HEAD")
+    check_endpoints(tmp_path, "a", a, "b", b)
+    with pytest.raises(UserError, match="are the same commit"):
+        check_endpoints(tmp_path, "a", a, "a2", a)
+    with pytest.raises(UserError, match="comes after --bad a: swap them"):
+        check_endpoints(tmp_path, "b", b, "a", a)
+    with pytest.raises(UserError, match="is not an ancestor of --bad"):
+        check_endpoints(tmp_path, "x", other, "b", b)

@@ -120,11 +120,16 @@ def _git(tree: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def test_preparing_a_prepared_git_tree_writes_nothing(tmp_path):
-    repo = fake_tree(tmp_path / "repo", LAYOUTS[1])
+def fake_repo(path: Path) -> Path:
+    repo = fake_tree(path, LAYOUTS[1])
     _git(repo, "init", "-q")
     _git(repo, "add", ".")
     _git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    return repo
+
+
+def test_preparing_a_prepared_git_tree_writes_nothing(tmp_path):
+    repo = fake_repo(tmp_path / "repo")
     cache = tmp_path / "cache"
     first = source.prepare(cache, str(repo))
     files = [p for p in first.tree.rglob("*") if p.is_file() and ".git" not in p.parts]
@@ -156,3 +161,30 @@ def test_options_a_kernel_does_not_have_are_not_asked_to_stick(tmp_path):
     assert kconfig.not_stuck(want, dot, {"CONFIG_PROC_SYSCTL"}) == []
     (tmp_path / "Kconfig").write_text("config A\n\tbool\nmenuconfig B\n")
     assert kconfig.declared(tmp_path) == {"CONFIG_A", "CONFIG_B"}
+
+
+def _prepare_in_child(cache: str, repo: str) -> str:
+    return source.prepare(Path(cache), repo).source_id
+
+
+def test_two_targets_preparing_one_tree_at_once_change_nothing(tmp_path):
+    """Workers of one run (pytest -n) each prepare the same tree: after the
+    first, preparing is a no-op, so no make ever sees a file rewritten."""
+    import concurrent.futures
+
+    repo = fake_repo(tmp_path / "repo")
+    cache = tmp_path / "cache"
+    first = source.prepare(cache, str(repo))
+    files = [p for p in first.tree.rglob("*") if p.is_file() and ".git" not in p.parts]
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+    with concurrent.futures.ProcessPoolExecutor(2) as pool:
+        ids = list(pool.map(_prepare_in_child, [str(cache)] * 4, [str(repo)] * 4))
+    assert set(ids) == {first.source_id}
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
+    from runner.paths import new_run_dir
+
+    dirs = {new_run_dir(tmp_path) for _ in range(20)}
+    assert len(dirs) == 20 and all(d.is_dir() for d in dirs)
