@@ -150,3 +150,26 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     assert {k[0] for k in skipped} == {"alloc_tag_debug"}, skipped
     assert {v for v in skipped.values()} == {
         ("skip", "needs CONFIG_MEM_ALLOC_PROFILING_DEBUG=y")}
+
+
+@ONE_RUN
+def test_two_runs_at_once_on_one_tree_give_separate_results(tmp_path, default_run):
+    """Started together, into one results directory: each run gets its own
+    directory, reads only its own console, and both pass."""
+    procs = [subprocess.Popen([sys.executable, "-m", "runner", "run", "--arch", "x86_64",
+                               "--results-dir", str(tmp_path)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+             for _ in range(2)]
+    outs = [p.communicate(timeout=1800) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    docs = sorted(tmp_path.glob("*/results.json"))
+    assert len(docs) == 2
+    consoles = set()
+    for doc in docs:
+        run = json.loads(doc.read_text())["runs"][0]
+        assert run["verdict"] == "passed"
+        console = Path(run["info"]["console"])
+        assert console.is_relative_to(doc.parent)
+        consoles.add(console)
+    assert len(consoles) == 2

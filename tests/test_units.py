@@ -243,3 +243,20 @@ def test_unknown_foreign_arch_setup_is_one_line(monkeypatch):
     monkeypatch.setattr(rootfs, "foreign_architectures", lambda: [])
     with pytest.raises(UserError, match="dpkg --add-architecture arm64 && apt-get update"):
         rootfs._require_arch(ARCHES["arm64"])
+
+
+def test_failed_build_quotes_what_went_wrong_not_the_make_line(tmp_path):
+    from runner.build import first_error
+
+    log = tmp_path / "build.log"
+    log.write_text(
+        "  LD      vmlinux.o\n"
+        "make[3]: *** No rule to make target 'arch/x86/kernel/vmlinux.lds', "
+        "needed by 'vmlinux'.  Stop.\n"
+        "make[2]: *** [/src/Makefile:1234: vmlinux] Error 2\n")
+    assert "No rule to make target 'arch/x86/kernel/vmlinux.lds'" in first_error(log)
+    log.write_text("make[1]: *** [Makefile:12: all] Error 2\n")
+    assert first_error(log).endswith("Error 2")
+    log.write_text("  CC      mm/x.o\nmm/x.c:3:1: error: unknown type name 'foo'\n"
+                   "make[4]: *** [scripts/Makefile.build:229: mm/x.o] Error 1\n")
+    assert first_error(log).startswith("mm/x.c:3:1: error:")
