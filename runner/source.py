@@ -64,15 +64,11 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     return p.stdout.strip()
 
 
-def check_supported(tree: Path, label: str) -> TreeLayout:
-    return layout.detect(tree, label)
-
-
 def _prepare_once(tree: Path, state: str, label: str) -> TreeLayout:
     """Probes @tree's layout and applies the overlay, unless the tree is
     already prepared in @state with this overlay: then nothing is written."""
     stamp = tree / overlay.PREPARED_STAMP
-    tl = check_supported(tree, label)
+    tl = layout.detect(tree, label)
     want = f"{state}\n{overlay.digest()}\n"
     if stamp.exists() and stamp.read_text() == want:
         return tl
@@ -85,7 +81,10 @@ def _tarball_sha256(path: Path, cache: Path) -> str:
     """sha256 of the tarball, remembered per (size, mtime)."""
     st = path.stat()
     memo = cache / "src" / "tarball-sums.json"
-    known = json.loads(memo.read_text()) if memo.exists() else {}
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}  # none yet, or torn: sums are cheap to redo
     key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
     if key not in known:
         h = hashlib.sha256()
@@ -94,7 +93,9 @@ def _tarball_sha256(path: Path, cache: Path) -> str:
                 h.update(chunk)
         known[key] = h.hexdigest()
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(json.dumps(known, indent=1))
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known, indent=1))
+        tmp.replace(memo)
     return known[key]
 
 
@@ -237,7 +238,7 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
 def prepare_copy(cache: Path, path: Path) -> PreparedSource:
     """rsync a non-git tree into the cache (mtimes kept: incremental); an
     unchanged tree is not copied again."""
-    check_supported(path, str(path))
+    layout.detect(path, str(path))
     if not shutil.which("rsync"):
         raise UserError("rsync not found: install it with: apt-get install rsync")
     listing = subprocess.run(
