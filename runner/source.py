@@ -109,7 +109,9 @@ def prepare_debian(cache: Path, tarball: Path = DEBIAN_TARBALL) -> PreparedSourc
     dest = cache / "src" / f"debian-{sha[:12]}"
     tree = dest / tarball.name.removesuffix(".tar.xz")
     with exclusive(cache / "locks" / f"src-{sha[:12]}.lock"):
-        if not (dest / ".complete").exists():
+        # A tree without our stamp was extracted, then edited by an older
+        # runner (whose selftests sat where upstream's go): start afresh.
+        if not (dest / ".complete").exists() or not (tree / overlay.PREPARED_STAMP).exists():
             # Extract beside and rename: an interrupted extraction leaves
             # only a temporary directory that the next run deletes.
             tmp = dest.with_name(dest.name + ".partial")
@@ -229,6 +231,9 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
             # files keep their mtimes, so the build stays incremental.
             (tree / overlay.PREPARED_STAMP).unlink(missing_ok=True)
             _run(["git", "-C", str(tree), "checkout", "--quiet", "--force", "--detach", commit])
+            # Nothing but the commit: no copy of ours (or an older
+            # runner's) stays among upstream's files.
+            _run(["git", "-C", str(tree), "clean", "-ffdxq"])
         tl = _prepare_once(tree, commit, f"{repo}@{commit[:12]}")
     dirty = _run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
     note = "+uncommitted-changes-not-tested" if (dirty and not rev) else ""

@@ -188,3 +188,25 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path):
 
     dirs = {new_run_dir(tmp_path) for _ in range(20)}
     assert len(dirs) == 20 and all(d.is_dir() for d in dirs)
+
+
+def test_a_tree_an_older_runner_edited_is_extracted_afresh(tmp_path):
+    """Older runners put our selftests where upstream's go; a tree they
+    prepared (no stamp of ours) must not show them as upstream's."""
+    import subprocess as sp
+
+    fake_tree(tmp_path / "pkg" / "linux-source-6.12", LAYOUTS[1])
+    tarball = tmp_path / "linux-source-6.12.tar.xz"
+    sp.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path / "pkg"), "linux-source-6.12"],
+           check=True)
+    cache = tmp_path / "cache"
+    src = source.prepare_debian(cache, tarball)
+    assert src.layout.upstream_selftests == ()
+    legacy = src.tree / UPSTREAM_SELFTESTS
+    legacy.mkdir(parents=True)
+    (legacy / "Makefile").write_text("TEST_GEN_PROGS := thp_test\ninclude ../lib.mk\n")
+    (legacy / "thp_test.c").write_text("int main(void) { return 0; }\n")
+    (src.tree / overlay.PREPARED_STAMP).unlink()
+    again = source.prepare_debian(cache, tarball)
+    assert again.layout.upstream_selftests == ()
+    assert not legacy.exists()
