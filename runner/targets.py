@@ -49,8 +49,15 @@ VARIANTS = ("default", "debug", "default-off", "off")
 DEFAULT_ARCHES = tuple(ARCHES)
 DEFAULT_VARIANTS = ("default",)
 # Boot variants: the value given to sysctl.vm.mem_profiling= ("none": no
-# option). "malformed" is a value kstrtobool() rejects.
-BOOT_VARIANTS = {"none": None, "never": "never", "0": "0", "1": "1", "malformed": "maybe"}
+# option). "malformed" is a value kstrtobool() rejects. The grammar grew
+# in 6.13 to {0|1|never}[,compressed]: older kernels read "1,compressed"
+# and "1,bogus" as "1" (kstrtobool looks at the first character), newer
+# ones compress, or reject the suffix. "empty" gives the option no value.
+BOOT_VARIANTS = {
+    "none": None, "never": "never", "0": "0", "1": "1", "malformed": "maybe",
+    "1c": "1,compressed", "0c": "0,compressed", "neverc": "never,compressed",
+    "bogus": "1,bogus", "empty": "",
+}
 DEFAULT_BOOT_VARIANTS = ("none",)
 
 
