@@ -211,7 +211,9 @@ class KunitItem(pytest.Item):
         if status in (Status.PASS,):
             return
         if status == Status.SKIP:
-            pytest.skip(result.reason or "skipped by the kernel test")
+            # A case with parameters says why through them.
+            why = result.reason or next((c.reason for c in result.children if c.reason), "")
+            pytest.skip(why or "skipped by the kernel test, which gave no reason")
         if status in (Status.XFAIL, Status.TODO):
             pytest.xfail(result.reason or status.value)
         result = TestResult(name=result.name, status=status, reason=result.reason,

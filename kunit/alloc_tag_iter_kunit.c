@@ -48,7 +48,7 @@ static struct alloc_tag *iter_start, *iter_stop;
 static void iter_skip_if_disabled(struct kunit *test)
 {
 	if (IS_ERR_OR_NULL(alloc_tag_cttype))
-		kunit_skip(test, "no allocation tags registered: profiling is not supported in this boot");
+		kunit_skip(test, "no allocation tags registered: %s", profiling_off_reason());
 	iter_start = (struct alloc_tag *)kallsyms_lookup_name("__start_alloc_tags");
 	iter_stop = (struct alloc_tag *)kallsyms_lookup_name("__stop_alloc_tags");
 	KUNIT_ASSERT_NOT_NULL(test, iter_start);

@@ -10,6 +10,8 @@
 #include <kunit/test.h>
 #include <linux/alloc_tag.h>
 #include <linux/codetag.h>
+#include <linux/init.h>
+#include <linux/string.h>
 
 /* What a tag is charged: bytes and live calls. */
 struct charge {
@@ -35,14 +37,31 @@ static inline struct charge tag_charge(struct alloc_tag *tag)
 	} while (0)
 
 /*
- * Charges are made only while profiling is on. It is off when the boot
- * option said 0 or never, when ENABLED_BY_DEFAULT=n was booted without
- * the option, or after vm.mem_profiling was set to 0.
+ * Why profiling is not counting in this boot, as the command line and the
+ * configuration tell it: the same words as the selftests use.
  */
+#define MEM_PROFILING_OPT "sysctl.vm.mem_profiling="
+
+static inline const char *profiling_off_reason(void)
+{
+	const char *opt = strstr(saved_command_line, MEM_PROFILING_OPT);
+
+	if (opt)
+		opt += sizeof(MEM_PROFILING_OPT) - 1;
+	if (opt && str_has_prefix(opt, "never"))
+		return "profiling disabled at boot (sysctl.vm.mem_profiling=never)";
+	if (opt && opt[0] == '0')
+		return "profiling off from boot (sysctl.vm.mem_profiling=0)";
+	if (!opt && !IS_ENABLED(CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT))
+		return "profiling not supported in this boot: CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n and no sysctl.vm.mem_profiling= option";
+	return "profiling switched off (vm.mem_profiling reads 0)";
+}
+
+/* Charges are made only while profiling is on. */
 static inline void skip_unless_profiling(struct kunit *test)
 {
 	if (!mem_alloc_profiling_enabled())
-		kunit_skip(test, "memory allocation profiling is off in this boot (vm.mem_profiling reads 0)");
+		kunit_skip(test, "%s", profiling_off_reason());
 }
 
 /*

@@ -93,10 +93,14 @@ def _read_capped(path: Path) -> str:
 
 def _name_by_number(children: list[TestResult], cases: tuple[str, ...]) -> None:
     """A plain kselftest program's results carry its cases' names only
-    when they ran: the one at KTAP number N is the Nth case it declares."""
+    when they ran: the one at KTAP number N is the Nth case it declares.
+    Its skips say only "Skipping <case>": what it printed before says why."""
     for c in children:
         if c.name not in cases and c.number and 1 <= c.number <= len(cases):
             c.name = cases[c.number - 1]
+        if c.status == Status.SKIP and c.diagnostics:
+            why = "; ".join(d.lstrip("# ").strip() for d in c.diagnostics[:2])
+            c.reason = f"{c.reason}: {why}" if c.reason else why
 
 
 def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[TestResult]:

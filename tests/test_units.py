@@ -260,3 +260,22 @@ def test_failed_build_quotes_what_went_wrong_not_the_make_line(tmp_path):
     log.write_text("  CC      mm/x.o\nmm/x.c:3:1: error: unknown type name 'foo'\n"
                    "make[4]: *** [scripts/Makefile.build:229: mm/x.o] Error 1\n")
     assert first_error(log).startswith("mm/x.c:3:1: error:")
+
+
+def test_upstream_plain_kselftest_results_named_and_explained(tmp_path):
+    """Upstream's allocinfo_ioctl_test prints no TAP header, names a skip
+    "Skipping <case>" and says why in the lines before it."""
+    from runner.kunit_cases import Suite
+    from runner.pipeline import selftest_results
+
+    suite = Suite(tmp_path / "t.c", "upstream_allocinfo_ioctl_test", ("test_a", "test_b"))
+    (tmp_path / "selftest-upstream_allocinfo_ioctl_test.ktap").write_text(
+        "1..2\nok 1 test_a\n# Failed to open /proc/allocinfo for reading\n"
+        "ok 2 # SKIP Skipping test_b\n# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:1 error:0\n")
+    (tmp_path / "selftest-upstream_allocinfo_ioctl_test.exit").write_text("exit=0\n")
+    (result,) = [r for r in selftest_results(tmp_path, [suite]) if r.name == suite.name]
+    by_name = {c.name: c for c in result.children}
+    assert by_name["test_a"].status == Status.PASS
+    assert by_name["test_b"].status == Status.SKIP
+    assert by_name["test_b"].reason == \
+        "Skipping test_b: Failed to open /proc/allocinfo for reading"
