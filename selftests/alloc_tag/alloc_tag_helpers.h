@@ -258,6 +258,13 @@ static inline const char *profiling_off_reason(void)
 	b = profiling_boot(buf, sizeof(buf));
 	if (b.option && !b.malformed && !strncmp(b.option, "never", 5))
 		return "profiling disabled at boot (sysctl.vm.mem_profiling=never)";
+	if (b.option && !b.malformed && b.supported && !b.enabled) {
+		static char why[128];
+
+		snprintf(why, sizeof(why), "profiling off from boot (sysctl.vm.mem_profiling=%.60s)",
+			 b.option);
+		return why;
+	}
 	if (b.known && !b.supported)
 		return "profiling not supported in this boot: CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n and no sysctl.vm.mem_profiling= option";
 	return "profiling switched off (vm.mem_profiling reads 0)";
