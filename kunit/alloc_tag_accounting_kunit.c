@@ -25,7 +25,6 @@
 #include "../../mm/slab.h"
 #include "alloc_tag_kunit.h"
 
-
 /* What the kernel charges for one kmalloc()/kvmalloc()ed object @p. */
 static struct charge object_charge(const void *p)
 {

@@ -11,6 +11,8 @@
 #include <linux/alloc_tag.h>
 #include <linux/codetag.h>
 #include <linux/init.h>
+#include <linux/kstrtox.h>
+#include <linux/minmax.h>
 #include <linux/string.h>
 
 /* What a tag is charged: bytes and live calls. */
@@ -45,15 +47,23 @@ static inline struct charge tag_charge(struct alloc_tag *tag)
 static inline const char *profiling_off_reason(void)
 {
 	const char *opt = strstr(saved_command_line, MEM_PROFILING_OPT);
+	char val[16];
+	bool on;
 
-	if (opt)
-		opt += sizeof(MEM_PROFILING_OPT) - 1;
-	if (opt && str_has_prefix(opt, "never"))
+	if (!opt)
+		return IS_ENABLED(CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT) ?
+			"profiling switched off (vm.mem_profiling reads 0)" :
+			"profiling not supported in this boot: CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n and no sysctl.vm.mem_profiling= option";
+	opt += sizeof(MEM_PROFILING_OPT) - 1;
+	if (str_has_prefix(opt, "never"))
 		return "profiling disabled at boot (sysctl.vm.mem_profiling=never)";
-	if (opt && opt[0] == '0')
+	strscpy(val, opt, min(strcspn(opt, " ,") + 1, sizeof(val)));
+	if (kstrtobool(val, &on))
+		return IS_ENABLED(CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT) ?
+			"profiling switched off (vm.mem_profiling reads 0)" :
+			"profiling not supported in this boot: its sysctl.vm.mem_profiling= was rejected and CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n";
+	if (!on)
 		return "profiling off from boot (sysctl.vm.mem_profiling=0)";
-	if (!opt && !IS_ENABLED(CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT))
-		return "profiling not supported in this boot: CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n and no sysctl.vm.mem_profiling= option";
 	return "profiling switched off (vm.mem_profiling reads 0)";
 }
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import UserError
+from runner.lock import exclusive
 
 # Where the host's apt sources are (read only).
 HOST_SOURCES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"))
@@ -65,16 +66,25 @@ def mirrors() -> tuple[str, str]:
     return main.rstrip("/"), (security or main.replace("/debian", "/debian-security")).rstrip("/")
 
 
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+
 def suite_line(kind: str, suite: str) -> str:
-    """An apt line for @suite on the archive that carries it."""
+    """An apt line for @suite on the archive that carries it, checked
+    against Debian's keyring where the host has it as a file."""
     main, security = mirrors()
     uri = security if suite.endswith("-security") else main
-    return f"{kind} {uri} {suite} main"
+    signed = f"[signed-by={KEYRING}] " if KEYRING.is_file() else ""
+    return f"{kind} {signed}{uri} {suite} main"
 
 
 def host_arch() -> str:
-    p = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                       check=False)
+    try:
+        p = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                           check=False)
+    except FileNotFoundError:
+        raise UserError("dpkg not found: fetching Debian packages needs a Debian host "
+                        "(or give --kernel-src a local tree)") from None
     return p.stdout.strip() or "amd64"
 
 
@@ -92,6 +102,11 @@ class PrivateApt:
         if not sources.exists() or sources.read_text() != text:
             sources.write_text(text)
         arch = host_arch()
+        with exclusive(self.state / "apt.lock"):  # one apt-get on this state at a time
+            return self._run(arch, sources, lists, args, cwd)
+
+    def _run(self, arch: str, sources: Path, lists: Path, args: tuple[str, ...],
+             cwd: Path | None) -> str:
         cmd = ["apt-get", "-q", "-o", f"Dir::Etc::SourceList={sources}",
                "-o", "Dir::Etc::SourceParts=/dev/null", "-o", f"Dir::State::Lists={lists}",
                "-o", f"Dir::Cache={self.state}",

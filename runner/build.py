@@ -41,6 +41,11 @@ class Built:
         return kconfig.read_options(self.build_dir / ".config")
 
 
+def locked(built: Built):
+    """The build directory's lock: held while anything in it is made."""
+    return exclusive(built.build_dir.with_suffix(".lock"))
+
+
 def build_dir(cache: Path, src: PreparedSource, target: Target) -> Path:
     return cache / "build" / src.key / target.build_name
 

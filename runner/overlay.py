@@ -16,6 +16,7 @@ import re
 import shutil
 from pathlib import Path
 
+from runner import layout
 from runner.layout import LAYOUTS, OUR_SELFTESTS, TreeLayout
 from runner.paths import project_root
 
@@ -71,7 +72,7 @@ PREPARED_STAMP = ".allocprof-prepared"
 
 def digest() -> str:
     """Changes whenever what apply() would write changes."""
-    h = hashlib.sha256(Path(__file__).read_bytes() + repr(LAYOUTS).encode())
+    h = hashlib.sha256(Path(__file__).read_bytes() + Path(layout.__file__).read_bytes())
     for d in (kunit_dir(), selftest_dir()):
         for f in sorted(p for p in d.iterdir() if p.is_file()):
             h.update(f.name.encode() + b"\0" + f.read_bytes())

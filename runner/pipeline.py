@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,7 @@ def add_missing_expected(tests: list[TestResult], reason: str,
 
 
 _VERSION_LINE = re.compile(r"^(?:K?TAP) version \d+", re.M)
+_TAP_LINE = re.compile(r"^(?:1\.\.\d+|(?:not )?ok \d+)", re.M)
 SELFTEST_OUTPUT_CAP = 16 << 20
 
 
@@ -111,7 +113,7 @@ def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[
         if not path.exists():
             continue
         text = _read_capped(path)
-        if not _VERSION_LINE.search(text):
+        if not _VERSION_LINE.search(text) and _TAP_LINE.search(text):
             # A plain kselftest.h program that never printed its header
             # (ksft_set_plan() without ksft_print_header()) is TAP still.
             text = "TAP version 13\n" + text
@@ -173,7 +175,7 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     rundir.mkdir(parents=True, exist_ok=True)
     built = build.build(opts.cache, src, target, opts.jobs)
     cfg = built.config()
-    guest = _guest(opts, src, target, built)
+    guest = _guest(opts, src, target, built, rundir)
     b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
                   append=target.cmdline + opts.append, guest=guest)
     info = RunInfo(arch=target.arch.name, variant=target.label,
@@ -198,13 +200,23 @@ def guest_root(opts: Options, target: Target) -> Path | None:
 
 
 def _guest(opts: Options, src: source.PreparedSource, target: Target,
-           built: build.Built) -> boot.Guest:
-    """The guest runs the selftests, on the host's root or its arch's own."""
+           built: build.Built, rundir: Path) -> boot.Guest:
+    """The guest runs the selftests, on the host's root or its arch's own,
+    from a copy of its own: another run of the same kernel may rebuild
+    them while this guest runs."""
     root = guest_root(opts, target)
-    selftests = build.build_selftests(opts.cache, src, target, built)
-    module = build.build_test_module(opts.cache, src, target, built)
+    private = rundir / "guest-bin"
+    with build.locked(built):
+        selftests = build.build_selftests(opts.cache, src, target, built)
+        module = build.build_test_module(opts.cache, src, target, built)
+        shutil.rmtree(private, ignore_errors=True)
+        shutil.copytree(selftests, private / "selftests")
+        (private / "module").mkdir()
+        for ko in module.parent.glob("*.ko"):
+            shutil.copy2(ko, private / "module" / ko.name)
     # The selftests read the configuration from the kernel (/proc/config.gz).
-    return boot.Guest(selftests=selftests, module=module, root=root)
+    return boot.Guest(selftests=private / "selftests", module=private / "module" / module.name,
+                      root=root)
 
 
 def get(opts: Options, target: Target) -> RunResult:

@@ -64,12 +64,16 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     return p.stdout.strip()
 
 
+def _stamp_text(state: str) -> str:
+    return f"{state}\n{overlay.digest()}\n"
+
+
 def _prepare_once(tree: Path, state: str, label: str) -> TreeLayout:
     """Probes @tree's layout and applies the overlay, unless the tree is
     already prepared in @state with this overlay: then nothing is written."""
     stamp = tree / overlay.PREPARED_STAMP
     tl = layout.detect(tree, label)
-    want = f"{state}\n{overlay.digest()}\n"
+    want = _stamp_text(state)
     if stamp.exists() and stamp.read_text() == want:
         return tl
     overlay.apply(tree, tl)
@@ -157,7 +161,14 @@ def fetch_package(cache: Path, package: str) -> Path:
         suites = list(DEBIAN_SUITES) + os.environ.get(SUITES_ENV, "").split()
         private = apt.PrivateApt(cache / "apt" / "kernel",
                                  tuple(apt.suite_line("deb", s) for s in suites))
-        private.run("update")
+        try:
+            private.run("update")
+        except UserError as e:
+            # One suite the mirror lacks fails the update; the others may
+            # still have the package.
+            update_error = str(e)
+        else:
+            update_error = ""
         dl = pkgdir / "download"
         shutil.rmtree(dl, ignore_errors=True)
         dl.mkdir(parents=True)
@@ -165,6 +176,8 @@ def fetch_package(cache: Path, package: str) -> Path:
         try:
             private.run("download", package, cwd=dl)
         except UserError as e:
+            if update_error:
+                raise UserError(update_error) from None
             if "Unable to locate" in str(e) or "No packages found" in str(e):
                 raise UserError(f"{package} is in none of the Debian suites "
                                 f"{' '.join(suites)}: add its suite with "
@@ -226,7 +239,8 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
                   str(repo), str(tree)])
         head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--verify", "-q", "HEAD"],
                               capture_output=True, text=True, check=False).stdout.strip()
-        if head != commit or not (tree / overlay.PREPARED_STAMP).exists():
+        stamp = tree / overlay.PREPARED_STAMP
+        if head != commit or not stamp.exists() or stamp.read_text() != _stamp_text(commit):
             # Forget our overlay edits, then move to the commit; unchanged
             # files keep their mtimes, so the build stays incremental.
             (tree / overlay.PREPARED_STAMP).unlink(missing_ok=True)
@@ -235,7 +249,8 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
             # runner's) stays among upstream's files.
             _run(["git", "-C", str(tree), "clean", "-ffdxq"])
         tl = _prepare_once(tree, commit, f"{repo}@{commit[:12]}")
-    dirty = _run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"])
+    dirty = _run(["git", "--no-optional-locks", "-C", str(repo), "status", "--porcelain",
+                  "--untracked-files=no"])
     note = "+uncommitted-changes-not-tested" if (dirty and not rev) else ""
     return PreparedSource(tree=tree, key=key, source_id=f"git:{commit}{note}", layout=tl)
 

@@ -17,6 +17,7 @@ def test_mirrors_come_from_the_hosts_sources_both_formats(tmp_path, monkeypatch)
     (d / "off.sources").write_text("Enabled: no\nTypes: deb\nURIs: http://nope/debian\n"
                                    "Suites: sid\n")
     monkeypatch.setattr(apt, "HOST_SOURCES", (tmp_path / "sources.list", d))
+    monkeypatch.setattr(apt, "KEYRING", tmp_path / "no-keyring.gpg")
     monkeypatch.delenv(apt.MIRROR_ENV, raising=False)
     monkeypatch.delenv(apt.SECURITY_ENV, raising=False)
     assert apt.mirrors() == ("http://mirror.example/debian",
@@ -25,6 +26,11 @@ def test_mirrors_come_from_the_hosts_sources_both_formats(tmp_path, monkeypatch)
         "deb http://mirror.example/debian trixie-backports main"
     assert apt.suite_line("deb", "bookworm-security").startswith(
         "deb http://mirror.example/debian-security ")
+    keyring = tmp_path / "debian-archive-keyring.gpg"
+    keyring.write_bytes(b"k")
+    monkeypatch.setattr(apt, "KEYRING", keyring)
+    assert apt.suite_line("deb", "trixie-backports") == \
+        f"deb [signed-by={keyring}] http://mirror.example/debian trixie-backports main"
     (d / "debian.sources").unlink()
     (tmp_path / "sources.list").write_text("deb [arch=amd64] http://old.example/debian "
                                            "bookworm main\n")

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <grp.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
@@ -76,7 +77,7 @@ static inline int errno_as_nobody(const char *path, int flags)
 	if (pid < 0)
 		return -1;
 	if (!pid) {
-		if (setgid(65534) || setuid(65534))
+		if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
 			_exit(255);
 		fd = open(path, flags);
 		_exit(fd < 0 ? errno : 0);
@@ -87,17 +88,21 @@ static inline int errno_as_nobody(const char *path, int flags)
 	return WEXITSTATUS(status);
 }
 
-/* Whether the kernel's log since boot has @text. */
+/* Whether the kernel's log since boot has @text; -1 if it cannot be read. */
 static inline int boot_log_has(const char *text)
 {
 	static char *log;
 	int fd;
 
 	if (!log) {
-		log = calloc(1, 1 << 20);
 		fd = kmsg_open(1);
-		if (!log || fd < 0)
+		if (fd < 0)
 			return -1;
+		log = calloc(1, 1 << 20);
+		if (!log) {
+			close(fd);
+			return -1;
+		}
 		kmsg_append(fd, log, 1 << 20);
 		close(fd);
 	}
@@ -176,9 +181,16 @@ static inline char *boot_option(char *buf, size_t size)
 	return p;
 }
 
-/* kstrtobool() as the kernel parses it: -1 when malformed. */
-static inline int kstrtobool_like(const char *s)
+/*
+ * kstrtobool() as the kernel parses it: -1 when malformed. @ed: the kernel
+ * also takes e(nable)/d(isable), as 7.x does (taken with its grammar).
+ */
+static inline int kstrtobool_like(const char *s, int ed)
 {
+	if (ed && (s[0] == 'e' || s[0] == 'E'))
+		return 1;
+	if (ed && (s[0] == 'd' || s[0] == 'D'))
+		return 0;
 	switch (s[0]) {
 	case 'y': case 'Y': case 't': case 'T': case '1':
 		return 1;
@@ -227,7 +239,7 @@ static inline struct profiling_boot profiling_boot(char *buf, size_t size)
 		b.supported = b.enabled = 0;
 	} else {
 		const char *comma = strchr(opt, ',');
-		int v = kstrtobool_like(opt);
+		int v = kstrtobool_like(opt, grammar7);
 
 		if (grammar7 && comma && strcmp(comma + 1, "compressed"))
 			v = -1;
@@ -239,6 +251,9 @@ static inline struct profiling_boot profiling_boot(char *buf, size_t size)
 			b.compressed = grammar7 && comma;
 		}
 	}
+	/* Compression needs free page flag bits; without, the kernel gives up. */
+	if (b.compressed && boot_log_has("allocation tags cannot be references using") == 1)
+		b.supported = b.enabled = 0;
 	return b;
 }
 
@@ -265,6 +280,10 @@ static inline const char *profiling_off_reason(void)
 			 b.option);
 		return why;
 	}
+	if (b.known && !b.supported && b.option && !b.malformed)
+		return "profiling not supported in this boot: the kernel gave up on compression";
+	if (b.known && !b.supported && b.option)
+		return "profiling not supported in this boot: its sysctl.vm.mem_profiling= was rejected and CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n";
 	if (b.known && !b.supported)
 		return "profiling not supported in this boot: CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n and no sysctl.vm.mem_profiling= option";
 	return "profiling switched off (vm.mem_profiling reads 0)";
