@@ -31,6 +31,13 @@ def declared_cases() -> set[tuple[str, str]]:
     return {(s.name, c) for s in expected_suites() for c in s.cases}
 
 
+def case_key(leaf: dict) -> tuple[str, str]:
+    """(suite, case) of a report leaf; a parameter's leaf names its case
+    in its suite path ("suite/case", the parameter as the leaf)."""
+    parts = leaf["suite"].split("/")
+    return parts[0], parts[1] if len(parts) > 1 else leaf["case"]
+
+
 def kunit_suites() -> set[str]:
     return {s.name for s in all_suites()}
 
@@ -55,8 +62,7 @@ def test_default_suite_passes_on_real_kernel(default_run):
     assert run["info"]["boot"] in ("kvm", "tcg")
     console = Path(run["info"]["console"])
     assert "KTAP version 1" in console.read_text(errors="replace")
-    reported = {(leaf["suite"].split("/")[0], leaf["suite"].split("/")[1]
-                 if "/" in leaf["suite"] else leaf["case"]) for leaf in run["leaves"]}
+    reported = {case_key(leaf) for leaf in run["leaves"]}
     for suite, case in declared_cases():
         assert (suite, case) in reported, f"{suite}.{case} not reported"
 
@@ -137,8 +143,7 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     assert src.layout.layout.name == "mm"
     upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
     assert [s.name for s in upstream] == ["upstream_allocinfo_ioctl_test"]
-    status = {(leaf["suite"].split("/")[0], leaf["case"]): (leaf["status"], leaf["reason"])
-              for leaf in run["leaves"]}
+    status = {case_key(leaf): (leaf["status"], leaf["reason"]) for leaf in run["leaves"]}
     declared = declared_cases() | {(s.name, c) for s in upstream for c in s.cases}
     assert declared <= set(status), declared - set(status)
     for s in upstream:
