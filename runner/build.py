@@ -23,6 +23,7 @@ from runner.targets import Target
 
 # Bump when the make targets or flags change, so stamps from before rebuild.
 BUILD_RECIPE = "image+modules/2"
+BUILT_STAMP = ".allocprof-built"  # the fingerprint of the image in a build directory
 # Lines that say what went wrong, before make's own "Error N" summaries.
 _ERROR = re.compile(r"(?:^|\s)(?:error|fatal error):|undefined reference|"
                     r"No rule to make target|\*\*\* (?!\[)")
@@ -125,7 +126,7 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         log.write_text("")
         kconfig.configure(target, src.tree, bdir, env, log)
         image = bdir / target.arch.image
-        stamp = bdir / ".allocprof-built"
+        stamp = bdir / BUILT_STAMP
         fp = _fingerprint(src, target, bdir)
         if image.exists() and stamp.exists() and stamp.read_text() == fp:
             return Built(image, bdir, log, rebuilt=False)
@@ -191,8 +192,8 @@ def _headers(cache: Path, src: PreparedSource, target: Target, built: Built) -> 
     include what the C library's headers do not have yet."""
     hdr = built.build_dir / "usr" / "include"
     stamp = built.build_dir / ".allocprof-headers"
-    fp = (built.build_dir / ".allocprof-built").read_text() if (
-        built.build_dir / ".allocprof-built").exists() else ""
+    built_stamp = built.build_dir / BUILT_STAMP
+    fp = built_stamp.read_text() if built_stamp.exists() else ""
     if hdr.is_dir() and stamp.exists() and stamp.read_text() == fp:
         return hdr
     log = built.build_dir / "headers.log"
