@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 #include <grp.h>
+#include <libgen.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 
@@ -42,7 +44,7 @@ static inline void kmsg_append(int fd, char *buf, size_t size)
 		text = strchr(rec, ';');
 		text = text ? text + 1 : rec;
 		if (used + strlen(text) + 1 < size) {
-			strcpy(buf + used, text);
+			memcpy(buf + used, text, strlen(text) + 1);
 			used += strlen(text);
 		}
 	}
@@ -120,6 +122,43 @@ static inline int kernel_at_least(int major, int minor)
 	return ma > major || (ma == major && mi >= minor);
 }
 
+/*
+ * A helper module built against the running kernel: @name.ko beside the
+ * module ALLOCPROF_TEST_MODULE names (module/ of this directory, built
+ * with kbuild M=). NULL when it is not there.
+ */
+static inline const char *helper_module(const char *name)
+{
+	const char *first = getenv("ALLOCPROF_TEST_MODULE");
+	static char path[4096];
+	char dir[4096];
+
+	if (!first || strlen(first) >= sizeof(dir))
+		return NULL;
+	memcpy(dir, first, strlen(first) + 1);
+	snprintf(path, sizeof(path), "%s/%s.ko", dirname(dir), name);
+	return access(path, R_OK) ? NULL : path;
+}
+
+/* finit_module(@path, @params): 0 or -errno. */
+static inline int module_load(const char *path, const char *params)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int ret;
+
+	if (fd < 0)
+		return -errno;
+	ret = syscall(SYS_finit_module, fd, params, 0);
+	close(fd);
+	return ret ? -errno : 0;
+}
+
+/* delete_module(@name): 0 or -errno. */
+static inline int module_unload(const char *name)
+{
+	return syscall(SYS_delete_module, name, O_NONBLOCK) ? -errno : 0;
+}
+
 #define ALLOC_TAG_SYSCTL	"/proc/sys/vm/mem_profiling"
 #define ALLOC_TAG_COMPRESSED	"/proc/sys/vm/mem_profiling_compressed"
 #define ALLOC_TAG_PROC		"/proc/allocinfo"
@@ -177,7 +216,7 @@ static inline char *boot_option(char *buf, size_t size)
 	if (!p)
 		return NULL;
 	p += strlen(key);
-	p[strcspn(p, " \n")] = '\0';
+	p[strcspn(p, "\n ")] = '\0';
 	return p;
 }
 

@@ -92,7 +92,7 @@ TEST(header_is_exact)
  */
 TEST(every_line_matches_format)
 {
-	const char *rx[] = {
+	static const char * const rx[] = {
 		"^ *-?[0-9]+ +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+ $",
 		"^ *-?[0-9]+ +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+( accurate:no)? $",
 	};
@@ -150,8 +150,7 @@ TEST(exists_exactly_when_supported)
 
 	b = profiling_boot(buf, sizeof(buf));
 	if (!b.known)
-		SKIP(return, "kernel config unknown: enable CONFIG_IKCONFIG_PROC or set "
-		     "CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT");
+		SKIP(return, "%s", "kernel config unknown: enable CONFIG_IKCONFIG_PROC or set CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT");
 	if (b.supported) {
 		EXPECT_EQ(0, access(ALLOCINFO, F_OK));
 		EXPECT_EQ(0, boot_log_has("Memory allocation profiling is not supported!"));

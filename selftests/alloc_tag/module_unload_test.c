@@ -27,18 +27,11 @@
 #define INIT_PAGES 2	/* order 1 */
 #define ALLOC_PAGES 4	/* order 2 */
 
-static const char *module_path(void)
-{
-	const char *path = getenv("ALLOCPROF_TEST_MODULE");
-
-	return path && !access(path, R_OK) ? path : NULL;
-}
-
 /* Skips unless profiling counts and the helper module is there. */
 #define NEED_MODULE(path)							\
 	do {									\
 		SKIP_UNLESS_COUNTING();						\
-		path = module_path();						\
+		path = helper_module(MOD);					\
 		if (!path)							\
 			SKIP(return, "helper module not built (ALLOCPROF_TEST_MODULE)"); \
 	} while (0)
@@ -60,19 +53,12 @@ static int count(const char *log, const char *text)
 
 static int load(const char *path, const char *params)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int ret;
-
-	if (fd < 0)
-		return -errno;
-	ret = syscall(SYS_finit_module, fd, params, 0);
-	close(fd);
-	return ret ? -errno : 0;
+	return module_load(path, params);
 }
 
 static int unload(void)
 {
-	return syscall(SYS_delete_module, MOD, O_NONBLOCK) ? -errno : 0;
+	return module_unload(MOD);
 }
 
 static int param(const char *name)
@@ -108,7 +94,8 @@ static int module_lines(const char *func, struct site *s)
 		n++;
 		if (!strstr(line, key))
 			continue;
-		sscanf(line, "%lld %lld", &s->bytes, &s->calls);
+		if (sscanf(line, "%lld %lld", &s->bytes, &s->calls) != 2)
+			continue;
 		colon = strstr(line, ".c:");
 		s->line = colon ? atoi(colon + 3) : -1;
 		s->found++;
@@ -117,7 +104,7 @@ static int module_lines(const char *func, struct site *s)
 	return n;
 }
 
-static long tainted(void)
+static long taint_flags(void)
 {
 	return read_long("/proc/sys/kernel/tainted", 0);
 }
@@ -176,7 +163,7 @@ TEST(leaking_unload_reports_each_tag_once)
 	NEED_MODULE(path);
 	ASSERT_EQ(0, load(path, "leak=1"));
 	/* After the load, which may taint O (and E) the first time. */
-	taint_before = tainted();
+	taint_before = taint_flags();
 	init_line = param("init_line");
 	alloc_line = param("alloc_line");
 	fd = kmsg_open(0);
@@ -199,12 +186,12 @@ TEST(leaking_unload_reports_each_tag_once)
 		 MOD);
 	if (tags_outlive_module()) {
 		/* Logged, not warned: no taint, nothing "unclean". */
-		EXPECT_EQ(taint_before, tainted());
+		EXPECT_EQ(taint_before, taint_flags());
 		EXPECT_EQ(0, count(log, want)) TH_LOG("%s", log);
 		EXPECT_EQ(0, count(log, "WARNING:")) TH_LOG("%s", log);
 	} else {
 		EXPECT_EQ(1, count(log, want)) TH_LOG("want '%s' once in:\n%s", want, log);
-		EXPECT_EQ(taint_before | (1 << 9), tainted()) TH_LOG("kernel not tainted W");
+		EXPECT_EQ(taint_before | (1 << 9), taint_flags()) TH_LOG("kernel not tainted W");
 	}
 	EXPECT_EQ(0, module_lines("alloc_tag_test_mod_init", &s));
 	EXPECT_EQ(-1, param("leak"));

@@ -138,7 +138,7 @@ TEST(thp_split_adds_calls_not_bytes)
 }
 
 /* A /proc/vmstat counter, -1 if missing. */
-static long vmstat(const char *name)
+static long vmstat_value(const char *name)
 {
 	char key[64];
 	long v, found = -1;
@@ -178,13 +178,13 @@ static long fragment_and_compact(long ps)
 	for (i = 0; i < FRAG_BYTES / ps; i += 2)
 		madvise(frag + i * ps, ps, MADV_DONTNEED);
 
-	migrated = vmstat("pgmigrate_success");
+	migrated = vmstat_value("pgmigrate_success");
 	f = fopen(COMPACT_MEMORY, "w");
 	if (f) {
 		fputs("1", f);
 		fclose(f);
 	}
-	migrated = vmstat("pgmigrate_success") - migrated;
+	migrated = vmstat_value("pgmigrate_success") - migrated;
 	munmap(frag, FRAG_BYTES);
 	return f ? migrated : -1;
 }

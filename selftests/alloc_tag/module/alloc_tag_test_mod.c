@@ -4,7 +4,8 @@
  * through a function it exports, and frees them at unload unless loaded
  * with leak=1. The lines of its allocation sites are readable in
  * /sys/module/alloc_tag_test_mod/parameters/ so the test can match the
- * kernel's messages exactly.
+ * kernel's messages exactly. With leak=1 the addresses of its blocks are
+ * readable there too, so that alloc_tag_free_mod can free them later.
  */
 #include <linux/gfp.h>
 #include <linux/module.h>
@@ -22,6 +23,9 @@ module_param(alloc_line, int, 0444);
 #define ALLOC_ORDER 2
 
 static unsigned long init_pages, alloc_pages_addr;
+static unsigned long leaked[2];
+module_param_array(leaked, ulong, NULL, 0400);
+MODULE_PARM_DESC(leaked, "addresses of the blocks left at unload (orders 1 and 2)");
 
 noinline unsigned long alloc_tag_test_mod_alloc(unsigned int order)
 {
@@ -40,12 +44,19 @@ static int __init alloc_tag_test_mod_init(void)
 		free_pages(alloc_pages_addr, ALLOC_ORDER);
 		return -ENOMEM;
 	}
+	if (leak) {
+		leaked[0] = init_pages;
+		leaked[1] = alloc_pages_addr;
+	}
 	return 0;
 }
 
 static void __exit alloc_tag_test_mod_exit(void)
 {
-	/* A leaked allocation must never be freed later: its tag is gone. */
+	/*
+	 * Leaked blocks may be freed later (by alloc_tag_free_mod) only where
+	 * the kernel keeps module tags past the unload.
+	 */
 	if (leak)
 		return;
 	free_pages(init_pages, INIT_ORDER);
