@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import console_checks, options, pipeline, report, tools
+from runner import console_checks, options, pipeline, report, shard, tools
 from runner.errors import UserError
 from runner.kunit_cases import selftest_suite, suites_in, upstream_suites
 from runner.paths import cache_root, new_run_dir
@@ -25,35 +25,58 @@ CONSOLE_CHECKS = ROOT / "kernel" / "console-checks.txt"
 UPSTREAM_SELFTESTS = ROOT / "selftests" / "upstream-selftests.txt"
 SELFTEST_DIR = ROOT / "selftests" / "alloc_tag"
 RUN_DIR_KEY = "allocprof_run_dir"
-GROUP_KEY = "allocprof_loadgroup"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("allocprof", "allocprof-ktest kernel targets")
-    options.add_to(g.addoption, options.KERNEL + options.SOURCE)
+    options.add_to(g.addoption, options.KERNEL + options.SHARD + options.SOURCE)
     g.addoption("--results-dir", default=str(ROOT / "results"),
                 help="where runs keep consoles and results")
 
 
+def _kernel_scope(builds: dict[str, str], nodeid: str) -> str:
+    """The kernel build an item boots, read from its id
+    ("...::case[x86_64-default-boot0]", maybe with xdist's "@group"
+    suffix); any other item is a scope of its own."""
+    head, _, tail = nodeid.rpartition("[")
+    return builds.get(tail.partition("]")[0], nodeid) if head else nodeid
+
+
 class _XdistHooks:
-    """Hands the controller's run directory to every worker."""
+    """The controller's side of pytest-xdist (-n, or -d --tx ssh=...).
+
+    It hands its run directory to every worker: the path to a local one, the
+    name to a remote one, which keeps it under its own --results-dir (each
+    machine has its own cache). It schedules each kernel build's items, all
+    its boot variants, on one worker, from the items' ids: xdist's own
+    loadgroup reads the xdist_group mark from ids that pytest >= 9.2 no
+    longer lets it rewrite (pytest-xdist issue 1386)."""
 
     def __init__(self, run_dir: str) -> None:
         self.run_dir = run_dir
 
     def pytest_configure_node(self, node) -> None:
-        node.workerinput[RUN_DIR_KEY] = self.run_dir
-        node.workerinput[GROUP_KEY] = node.config.option.dist == "loadgroup"
+        local = node.gateway.spec.popen
+        node.workerinput[RUN_DIR_KEY] = self.run_dir if local else Path(self.run_dir).name
+
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log):
+        if config.getvalue("dist") != "loadgroup":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        builds = {t.name: t.build_name for t in _targets(config)}
+
+        class ByKernel(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return _kernel_scope(builds, nodeid)
+
+        return ByKernel(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:
-        run_dir = workerinput[RUN_DIR_KEY]
-        # Workers re-parse the command line: give them the controller's
-        # grouping so that they tag items with their kernel.
-        if workerinput.get(GROUP_KEY):
-            config.option.loadgroup = True
+        run_dir = Path(config.getoption("results_dir")) / workerinput[RUN_DIR_KEY]
     else:
         run_dir = str(new_run_dir(config.getoption("results_dir"), "pytest-"))
         if config.pluginmanager.hasplugin("xdist"):
@@ -69,6 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 _RUN_DIR = pytest.StashKey[Path]()
 _TARGETS = pytest.StashKey[list[Target]]()
+_SHARD = pytest.StashKey[list[Target]]()
 _SKIPPED_ARCHES = pytest.StashKey[dict[str, str]]()
 _CONTEXT = pytest.StashKey[pipeline.Options]()
 
@@ -80,12 +104,29 @@ def _targets(config: pytest.Config) -> list[Target]:
         try:
             wanted = targets(config.getoption("arch"), config.getoption("variant"),
                              config.getoption("boot_variant"))
+            # Every machine shards the same list: before what this one can run.
+            mine = shard.select(wanted, config.getoption("shard"))
             _, skipped = tools.split_available(wanted, explicit=bool(config.getoption("arch")))
         except UserError as e:
             raise pytest.UsageError(str(e)) from None
         config.stash[_TARGETS] = wanted
+        config.stash[_SHARD] = mine
         config.stash[_SKIPPED_ARCHES] = skipped
     return config.stash[_TARGETS]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--shard K/N: the items of other shards' targets are deselected."""
+    if config.getoption("shard") is None:
+        return
+    _targets(config)
+    mine = set(config.stash[_SHARD])
+    keep, other = [], []
+    for item in items:
+        (other if isinstance(item, KunitItem) and item.target not in mine else keep).append(item)
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = keep
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -127,7 +168,8 @@ class UpstreamSelftestsFile(pytest.File):
     one item per case, read from the prepared tree."""
 
     def collect(self):
-        if not any(t for t in _targets(self.config)
+        _targets(self.config)
+        if not any(t for t in self.config.stash[_SHARD]
                    if t.arch.name not in self.config.stash[_SKIPPED_ARCHES]):
             return
         try:

@@ -1,4 +1,5 @@
-"""The `runner` command: run, parse, build."""
+"""The `runner` command: run, build, bisect, bench, parse, and for
+distributed runs matrix, merge and export."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runner import exits, ktap, options, pipeline, report, source, tools
+from runner import exits, kcidb, ktap, matrix, merge, options, pipeline, report, shard, \
+    source, tools
 from runner.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
 from runner.paths import cache_root, new_run_dir
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
 from runner.targets import HOST_ARCH, Target, targets
 
 
-def _add_kernel_options(p: argparse.ArgumentParser) -> None:
-    options.add_to(p.add_argument, options.KERNEL)
+def _add_kernel_options(p: argparse.ArgumentParser, sharded: bool = False) -> None:
+    options.add_to(p.add_argument, options.KERNEL + (options.SHARD if sharded else ()))
     _add_source_options(p)
 
 
@@ -47,8 +49,9 @@ def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
 def _runnable(args: argparse.Namespace) -> list[Target]:
     """The requested targets this machine can build and boot; default
     arches it cannot are skipped with one line each."""
-    runnable, skipped = tools.split_available(
-        targets(args.arch, args.variant, args.boot_variant), explicit=bool(args.arch))
+    # Every machine shards the same list: before what this one can run.
+    wanted = shard.select(targets(args.arch, args.variant, args.boot_variant), args.shard)
+    runnable, skipped = tools.split_available(wanted, explicit=bool(args.arch))
     for why in skipped.values():
         print(f"runner: skipping {why}", file=sys.stderr)
     if not runnable:
@@ -57,13 +60,14 @@ def _runnable(args: argparse.Namespace) -> list[Target]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    runnable = _runnable(args)  # a bad option leaves no run directory behind
     cache = cache_root(args.cache_dir)
     results_dir = new_run_dir(args.results_dir or "results")
     opts = pipeline.Options(cache=cache, results_dir=results_dir,
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,
                             append=args.append)
-    runs = [pipeline.get(opts, t) for t in _runnable(args)]
+    runs = [pipeline.get(opts, t) for t in runnable]
     args.junit = args.junit or results_dir / "junit.xml"
     args.json = args.json or results_dir / "results.json"
     rc = _write_reports(runs, args)
@@ -74,10 +78,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from runner import build
 
+    runnable = _runnable(args)  # a bad option prepares no source
     cache = cache_root(args.cache_dir)
     src = source.prepare(cache, args.kernel_src, args.kernel_rev)
     seen = set()
-    for t in _runnable(args):
+    for t in runnable:
         if t.build_name in seen:
             continue
         seen.add(t.build_name)
@@ -130,6 +135,71 @@ def cmd_parse(args: argparse.Namespace) -> int:
     except IsADirectoryError:
         raise UserError(f"{args.file}: is a directory; give a console log file") from None
     return _write_reports([parsed_run(parsed, args.file, args.arch, args.variant)], args)
+
+
+def cmd_matrix(args: argparse.Namespace) -> int:
+    count = None
+    if args.shards is not None:
+        try:
+            count = int(args.shards)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise UserError(f"--shards '{args.shards}' is not a number of shards: give a "
+                            "whole number from 1, e.g. --shards 3")
+    m = matrix.plan(args.arch, args.variant, args.boot_variant, count)
+    print(matrix.FORMATS[args.format](m))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".xml", ".json"):
+        raise UserError(f"{out}: name the merged report OUT.xml (JUnit) or OUT.json (JSON)")
+    kind, inputs = merge.read_all([Path(p) for p in args.inputs])
+    if kind == "junit":
+        if out.suffix != ".xml":
+            raise UserError(f"{out}: JUnit inputs merge into JUnit: name it {out.stem}.xml")
+        doc = merge.merge_junit(inputs)
+        t = merge.junit_totals(doc)
+        merge.write_junit(doc, out)
+        print(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
+              f"{t.skipped} skipped, from {len(inputs)} reports")
+        return 0 if t.ok else 1
+    runs = merge.merge_runs(inputs)
+    args.junit, args.json = (out, None) if out.suffix == ".xml" else (None, out)
+    rc = _write_reports(runs, args)
+    print(f"{out}: {len(runs)} runs, from {len(inputs)} reports")
+    return rc
+
+
+def _latest_run(results_dir: Path) -> Path:
+    """The newest run directory that has results."""
+    runs = [d for d in results_dir.glob("*") if d.is_dir() and (
+        (d / "results.json").is_file() or any(d.glob("*/results.json")))]
+    if not runs:
+        raise UserError(f"no run with results in {results_dir}: give --json REPORT "
+                        "(or a run directory)")
+    return max(runs, key=lambda d: (d.stat().st_mtime, d.name))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not kcidb.valid_origin(args.origin):
+        raise UserError(f"--origin '{args.origin}' is not a KCIDB origin: use lowercase "
+                        "letters, digits and '_' only, e.g. allocprof_ktest")
+    sources = args.json or [_latest_run(Path(args.results_dir or "results"))]
+    paths = [f for s in sources for f in merge.results_files(Path(s))]
+    kind, inputs = merge.read_all(paths)
+    if kind != "json":
+        raise UserError(f"{paths[0]} is JUnit: export reads the JSON reports "
+                        "(runner run --json, or a run directory)")
+    runs = merge.merge_runs(inputs)
+    data = kcidb.export(runs, args.origin)
+    kcidb.write(data, args.kcidb)
+    print(f"{args.kcidb}: KCIDB {data['version']['major']}.{data['version']['minor']}: "
+          f"{len(data['checkouts'])} checkouts, {len(data['builds'])} builds, "
+          f"{len(data['tests'])} tests, from {len(runs)} runs")
+    return 0
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
@@ -207,13 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="build, boot and report the kernel suites")
-    _add_kernel_options(run)
+    _add_kernel_options(run, sharded=True)
     _add_report_options(run)
     run.add_argument("--results-dir", help="where runs are kept (default: ./results)")
     run.set_defaults(func=cmd_run)
 
     b = sub.add_parser("build", help="only build the test kernels")
-    _add_kernel_options(b)
+    _add_kernel_options(b, sharded=True)
     b.set_defaults(func=cmd_build)
 
     bis = sub.add_parser("bisect", help="find the commit or patch that broke tests")
@@ -248,6 +318,34 @@ def build_parser() -> argparse.ArgumentParser:
     parse.add_argument("--variant", help="variant to record in the reports")
     _add_report_options(parse)
     parse.set_defaults(func=cmd_parse)
+
+    mx = sub.add_parser("matrix", help="the shards of a run as a CI job matrix")
+    options.add_to(mx.add_argument, options.KERNEL)
+    mx.add_argument("--format", choices=sorted(matrix.FORMATS), required=True,
+                    help="github: JSON for strategy.matrix; gitlab: a child pipeline")
+    mx.add_argument("--shards", metavar="N",
+                    help="number of shards (default: one per kernel build)")
+    mx.set_defaults(func=cmd_matrix)
+
+    mg = sub.add_parser("merge", help="the reports of a run's shards as one report")
+    mg.add_argument("out", metavar="OUT", help="merged report: OUT.xml (JUnit) or OUT.json")
+    mg.add_argument("inputs", nargs="+", metavar="IN",
+                    help="the shards' reports: all JUnit XML (ours or pytest's), or all "
+                         "JSON (ours; an OUT.xml is then written as runner run does)")
+    mg.add_argument("-q", "--quiet", action="store_true", default=True,
+                    help=argparse.SUPPRESS)
+    mg.set_defaults(func=cmd_merge)
+
+    ex = sub.add_parser("export", help="write a run in another system's schema")
+    ex.add_argument("--kcidb", type=Path, metavar="OUT", required=True,
+                    help="write KernelCI's KCIDB JSON (schema v5.3) here")
+    ex.add_argument("--json", action="append", metavar="IN",
+                    help="a JSON report or a run directory (repeatable; default: the "
+                         "newest run in --results-dir)")
+    ex.add_argument("--origin", default=kcidb.ORIGIN,
+                    help="KCIDB origin, the prefix of every id (default: %(default)s)")
+    ex.add_argument("--results-dir", help="where runs are kept (default: ./results)")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

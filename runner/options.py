@@ -69,6 +69,12 @@ KERNEL = (
     Opt(("--boot-variant",), "comma-separated sysctl.vm.mem_profiling= boot options, "
         f"from: {', '.join(BOOT_VARIANTS)} (default: none)", {"type": name_list}),
 )
+# One shard of the targets, for a CI matrix (runner/shard.py; runner matrix).
+SHARD = (
+    Opt(("--shard",), "run shard K of N only: the targets of some kernel builds, balanced "
+        "by expected build and boot time, the same on every machine (see runner matrix)",
+        {"metavar": "K/N"}),
+)
 SOURCE = (
     Opt(("--kernel-src",), "kernel to test: a git tree, a plain kernel directory, or a "
         "Debian package as debian:linux-source-X.Y (default: Debian's linux-source-6.12); "

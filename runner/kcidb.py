@@ -1,0 +1,143 @@
+"""`runner export --kcidb`: a run in KernelCI's KCIDB I/O schema (v5.3):
+one checkout per kernel source, one build per kernel (arch and config
+variant), one test per leaf test of each boot of it.
+
+Statuses: pass PASS, fail FAIL, skip SKIP, error and timeout ERROR (the
+test did not complete), todo DONE (it ran, and says nothing of the code),
+crashed MISS (it never reported: the kernel died or hung before it; the
+panic itself fails the console checks). An expected failure is a FAIL, the
+kernel's code being faulty, linked by an incident to an issue that names
+the known kernel bug (kernel/known-issues.txt), so dashboards that read
+issues show it as known."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+
+from runner.atomic import open_for_write
+from runner.results import RunResult, Status
+from runner.targets import ARCHES, BOOT_VARIANTS
+
+ORIGIN = "allocprof_ktest"
+VERSION = {"major": 5, "minor": 3}
+STATUS = {
+    Status.PASS: "PASS", Status.FAIL: "FAIL", Status.XFAIL: "FAIL", Status.SKIP: "SKIP",
+    Status.ERROR: "ERROR", Status.TIMEOUT: "ERROR", Status.TODO: "DONE", Status.CRASHED: "MISS",
+}
+PATH_ROOT = "allocprof"  # every test path starts here: allocprof.<suite>.<case>
+LOG_EXCERPT_MAX = 16384  # characters, the schema's limit
+_ORIGIN = re.compile(r"^[a-z0-9_]+$")
+_NOT_PATH = re.compile(r"[^a-zA-Z0-9_-]+")
+_GIT = re.compile(r"^git:([0-9a-f]{40})\b")
+
+
+def valid_origin(origin: str) -> bool:
+    return bool(_ORIGIN.match(origin))
+
+
+def _split_label(label: str) -> tuple[str, str]:
+    """"default-off-boot0" -> ("default-off", "0"); "debug" -> ("debug", "none")."""
+    variant, sep, boot = label.rpartition("-boot")
+    if sep and boot in BOOT_VARIANTS:
+        return variant, boot
+    return label, "none"
+
+
+def _path(*names: str) -> str:
+    """A KCIDB test path: dot-separated names of [a-zA-Z0-9_-]."""
+    return ".".join(_NOT_PATH.sub("_", n).strip("_") or "_" for n in names)
+
+
+def _clean(value):
+    """No NUL anywhere: the schema forbids it in every string."""
+    if isinstance(value, str):
+        return value.replace("\0", "\\x00")
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _excerpt(lines: list[str]) -> str:
+    text = "\n".join(lines)
+    if len(text) <= LOG_EXCERPT_MAX:
+        return text
+    cut = "\n[... cut to the schema's limit]"
+    return text[:LOG_EXCERPT_MAX - len(cut)] + cut
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
+    checkouts: dict[str, dict] = {}
+    builds: dict[str, dict] = {}
+    tests: list[dict] = []
+    issues: dict[str, dict] = {}
+    incidents: list[dict] = []
+    for run in runs:
+        info = run.info
+        source = info.source_id or f"console:{info.console or '-'}"
+        checkout_id = f"{origin}:{source}"
+        if checkout_id not in checkouts:
+            checkout = {"id": checkout_id, "origin": origin, "valid": True,
+                        "misc": {"source_id": source, "kernel_version": info.kernel_version}}
+            git = _GIT.match(source)
+            if git:
+                checkout["git_commit_hash"] = git.group(1)
+            checkouts[checkout_id] = checkout
+        variant, boot = _split_label(info.variant)
+        arch = ARCHES.get(info.arch)
+        build_id = f"{checkout_id}:{info.arch}-{variant}"
+        builds.setdefault(build_id, {
+            "id": build_id, "origin": origin, "checkout_id": checkout_id,
+            # KCIDB names the kernel's ARCH= (riscv, not riscv64).
+            "architecture": _NOT_PATH.sub("_", arch.kernel_arch if arch else info.arch).lower(),
+            "config_name": variant, "status": "PASS",
+            "misc": {"arch": info.arch, "variant": variant},
+        })
+        for leaf in run.leaves():
+            r = leaf.result
+            test_id = f"{build_id}:{info.variant}:{'/'.join(leaf.path)}"
+            test = {
+                "id": test_id, "origin": origin, "build_id": build_id,
+                "path": _path(PATH_ROOT, *leaf.path), "status": STATUS[r.status],
+                "comment": f"{run.test_id(leaf)}: {r.status.value}"
+                           + (f" ({r.reason})" if r.reason else ""),
+                "environment": {"comment": f"QEMU ({info.boot or 'unknown accelerator'})",
+                                "misc": {"boot_variant": boot,
+                                         "cmdline": BOOT_VARIANTS.get(boot) or ""}},
+                "misc": {"status": r.status.value, "reason": r.reason,
+                         "test_id": run.test_id(leaf), "console": info.console},
+            }
+            excerpt = _excerpt(([r.reason] if r.reason else []) + r.diagnostics + r.log)
+            if excerpt:
+                test["log_excerpt"] = excerpt
+            if r.duration is not None and math.isfinite(r.duration) and r.duration >= 0:
+                test["duration"] = r.duration
+            tests.append(test)
+            if r.status == Status.XFAIL:
+                issue_id = f"{origin}:known-{_short(r.reason)}"
+                issues.setdefault(issue_id, {
+                    "id": issue_id, "origin": origin, "version": 1, "comment": r.reason,
+                    "culprit": {"code": True, "tool": False, "harness": False}})
+                incidents.append({"id": f"{issue_id}:{test_id}", "origin": origin,
+                                  "issue_id": issue_id, "issue_version": 1,
+                                  "test_id": test_id, "present": True})
+    data = {"version": dict(VERSION), "checkouts": list(checkouts.values()),
+            "builds": list(builds.values()), "tests": tests}
+    if issues:
+        data["issues"] = list(issues.values())
+        data["incidents"] = incidents
+    return _clean(data)
+
+
+def write(data: dict, path: Path) -> None:
+    with open_for_write(path) as f:
+        json.dump(data, f, indent=1, allow_nan=False)
