@@ -3,11 +3,14 @@
  * KUnit tests for how memory allocation profiling follows pages that are
  * split: every new piece takes a reference to the original tag (one more
  * call, same bytes), and freeing a piece gives back one page and one call.
+ * Also where a page keeps its tag when tags are compressed into page flags.
  */
 #include <kunit/test.h>
 #include <linux/alloc_tag.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
+#include <linux/pgalloc_tag.h>
+#include <linux/string.h>
 
 #include "alloc_tag_kunit.h"
 
@@ -92,10 +95,43 @@ static void free_pages_with_extra_reference(struct kunit *test)
 	EXPECT_SPLIT(test, &tag, base, 0, 0);
 }
 
+/*
+ * With sysctl.vm.mem_profiling=1,compressed a page's tag is not a pointer
+ * in page_ext but an index in spare page flag bits: the tag's position
+ * among the kernel's tags, after the reserved indexes.
+ */
+static void page_flags_carry_tag_index(struct kunit *test)
+{
+#if defined(CODETAG_ID_FIRST) && !defined(MODULE)
+	DEFINE_ALLOC_TAG(tag);
+	union pgtag_ref_handle handle;
+	union codetag_ref ref;
+	unsigned long flags;
+	struct page *page;
+
+	skip_unless_profiling(test);
+	if (!static_key_enabled(&mem_profiling_compressed))
+		kunit_skip(test, "tags are in page_ext: booted without sysctl.vm.mem_profiling=...,compressed");
+	page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, 0));
+	KUNIT_ASSERT_NOT_NULL(test, page);
+	memcpy(&flags, &page->flags, sizeof(flags));
+	KUNIT_EXPECT_EQ(test, (flags >> alloc_tag_ref_offs) & alloc_tag_ref_mask,
+			CODETAG_ID_FIRST + (unsigned long)(&tag - kernel_tags.first_tag));
+	/* The kernel's own reading of those bits finds the tag. */
+	KUNIT_EXPECT_TRUE(test, get_page_tag_ref(page, &ref, &handle));
+	KUNIT_EXPECT_PTR_EQ(test, ref.ct, &tag.ct);
+	put_page_tag_ref(handle);
+	__free_page(page);
+#else
+	kunit_skip(test, "not in this kernel: page tags are never compressed into page flags");
+#endif
+}
+
 static struct kunit_case alloc_tag_page_split_cases[] = {
 	KUNIT_CASE_PARAM(split_page_counts_every_piece, split_order_gen_params),
 	KUNIT_CASE(alloc_pages_exact_counts_kept_pages),
 	KUNIT_CASE(free_pages_with_extra_reference),
+	KUNIT_CASE(page_flags_carry_tag_index),
 	{}
 };
 

@@ -125,7 +125,8 @@ static inline int kernel_at_least(int major, int minor)
 /*
  * A helper module built against the running kernel: @name.ko beside the
  * module ALLOCPROF_TEST_MODULE names (module/ of this directory, built
- * with kbuild M=). NULL when it is not there.
+ * with kbuild M=). NULL when it is not there. The path is in a buffer the
+ * next call reuses.
  */
 static inline const char *helper_module(const char *name)
 {

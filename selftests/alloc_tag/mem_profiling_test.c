@@ -107,27 +107,79 @@ TEST(value_and_mode_as_documented)
 	}
 }
 
+/*
+ * The errno of a root write of @value: only "0" and "1" (a newline may
+ * follow) are values; then the sysctl's contract decides.
+ */
+static int write_errno(const struct expected *e, const char *value)
+{
+	int err = EINVAL;
+
+	if (!e->switchable)
+		err = sysctl_mode() == 0444 || e->debug ? EACCES : EINVAL;
+	else if (!strcmp(value, "0") || !strcmp(value, "1") ||
+		 !strcmp(value, "0\n") || !strcmp(value, "1\n"))
+		err = 0;
+	return err;
+}
+
 TEST(writes_are_checked)
 {
+	static const char * const values[] = {
+		"0", "1", "0\n", "1\n", "2", "-1", "10", "abc", "never", "1,compressed",
+	};
+	long compressed = read_long(ALLOC_TAG_COMPRESSED, -1);
 	struct expected e;
-	int before, want;
+	int before, i;
 
 	NEED_CONFIG(&e);
 	if (geteuid())
 		SKIP(return, "needs root");
 	before = read_sysctl();
+	for (i = 0; i < ARRAY_SIZE(values); i++) {
+		int want = write_errno(&e, values[i]);
+		int now = read_sysctl();
+		int err = write_sysctl(values[i]);
+
+		EXPECT_EQ(want, err) TH_LOG("writing '%s': %s, want %s", values[i],
+					    strerror(err), strerror(want));
+		/* An accepted value is the new value; a refused one changes nothing. */
+		EXPECT_EQ(want ? now : values[i][0] - '0', read_sysctl())
+			TH_LOG("after writing '%s'", values[i]);
+		/* Compression is chosen at boot: switching leaves it alone. */
+		EXPECT_EQ(compressed, read_long(ALLOC_TAG_COMPRESSED, -1));
+	}
 	if (e.switchable)
-		want = EINVAL;		/* only 0 and 1 */
-	else if (sysctl_mode() == 0444 || e.debug)
-		want = EACCES;		/* read-only, or refused under DEBUG */
-	else
-		want = EINVAL;		/* not supported in this boot */
-	EXPECT_EQ(want, write_sysctl(e.switchable ? "2" : before ? "0" : "1"));
-	if (!e.switchable)
-		EXPECT_EQ(want, write_sysctl(before ? "1" : "0"));
+		EXPECT_EQ(0, write_sysctl(before ? "1" : "0"));
 	EXPECT_EQ(before, read_sysctl());
 	/* Others may not even open it for writing. */
 	EXPECT_EQ(EACCES, errno_as_nobody(ALLOC_TAG_SYSCTL, O_WRONLY));
+}
+
+/*
+ * page_ext holds the page tags unless they are compressed into page
+ * flags; its memory is logged at boot when some user needs it. With no
+ * other user configured, the log line is there exactly when tags need it.
+ */
+TEST(page_ext_only_without_compression)
+{
+	static const char * const others[] = {
+		"PAGE_OWNER", "PAGE_TABLE_CHECK", "IOMMU_DEBUG_PAGEALLOC", "PAGE_IDLE_FLAG",
+	};
+	struct expected e;
+	int i, logged;
+
+	NEED_CONFIG(&e);
+	for (i = 0; i < ARRAY_SIZE(others); i++)
+		if (kernel_config(others[i]) == 'y')
+			SKIP(return, "CONFIG_%s=y may use page_ext too", others[i]);
+	logged = boot_log_has(" bytes of page_ext");
+	if (logged < 0)
+		SKIP(return, "cannot read the kernel log (/dev/kmsg)");
+	if (!boot_log_has("Linux version"))
+		SKIP(return, "the boot messages left the log buffer");
+	EXPECT_EQ(e.boot.supported && !e.boot.compressed, logged)
+		TH_LOG("supported %d, compressed %d", e.boot.supported, e.boot.compressed);
 }
 
 /* Sum of the counters of every line of @func in /proc/allocinfo. */

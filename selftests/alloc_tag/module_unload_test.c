@@ -12,6 +12,7 @@
  * kernel under test; its path comes from ALLOCPROF_TEST_MODULE.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -209,6 +210,182 @@ TEST(reload_after_leak_works)
 	EXPECT_EQ(INIT_PAGES * ps, init.bytes);
 	EXPECT_EQ(1, init.calls);
 	ASSERT_EQ(0, unload());
+}
+
+/*
+ * Where module tags outlive the module, memory it leaked may be freed
+ * later by other code: here by a second module, given the addresses. The
+ * free must be silent (no BUG, no WARN, taint unchanged).
+ */
+TEST(leaked_blocks_freed_later_by_another_module)
+{
+	static char log[65536];
+	const char *path, *freer;
+	char addrs[256], params[512], freer_path[4096];
+	long taint_before;
+	FILE *f;
+	int fd;
+
+	NEED_MODULE(path);
+	if (!tags_outlive_module())
+		SKIP(return, "not in this kernel: module tags are freed at unload, so a later free would use a freed tag");
+	freer = helper_module("alloc_tag_free_mod");
+	if (!freer)
+		SKIP(return, "helper module alloc_tag_free_mod.ko not built");
+	snprintf(freer_path, sizeof(freer_path), "%s", freer);
+	/* helper_module() returns one buffer: look this one up again. */
+	path = helper_module(MOD);
+	ASSERT_EQ(0, load(path, "leak=1"));
+	taint_before = taint_flags();
+	f = fopen("/sys/module/" MOD "/parameters/leaked", "r");
+	ASSERT_NE(NULL, f) TH_LOG("leaked: %s", strerror(errno));
+	ASSERT_NE(NULL, fgets(addrs, sizeof(addrs), f));
+	fclose(f);
+	addrs[strcspn(addrs, "\n")] = '\0';
+	ASSERT_EQ(0, unload());
+	fd = kmsg_open(0);
+	ASSERT_GE(fd, 0);
+	log[0] = '\0';
+	snprintf(params, sizeof(params), "addr=%s order=1,2", addrs);
+	ASSERT_EQ(0, module_load(freer_path, params)) TH_LOG("%s", params);
+	ASSERT_EQ(0, module_unload("alloc_tag_free_mod"));
+	kmsg_append(fd, log, sizeof(log));
+	close(fd);
+	EXPECT_EQ(0, count(log, "WARNING:")) TH_LOG("%s", log);
+	EXPECT_EQ(0, count(log, "BUG:")) TH_LOG("%s", log);
+	EXPECT_EQ(0, count(log, "Oops")) TH_LOG("%s", log);
+	EXPECT_EQ(taint_before, taint_flags());
+}
+
+/* The built-in lines of /proc/allocinfo (no " ["), without their counters. */
+static int builtin_tags(const char *text, char ***tags)
+{
+	const char *line = text;
+	int n = 0, cap = 0;
+
+	*tags = NULL;
+	while (line && *line) {
+		const char *end = strchr(line, '\n');
+		size_t len = end ? (size_t)(end - line) : strlen(line);
+		const char *tag = line;
+		int field;
+
+		/* Past "<bytes> <calls> ". */
+		for (field = 0; field < 2 && tag < line + len; field++) {
+			while (tag < line + len && *tag == ' ')
+				tag++;
+			while (tag < line + len && *tag != ' ')
+				tag++;
+		}
+		if (isdigit(line[strspn(line, " ")]) && !memmem(line, len, " [", 2)) {
+			if (n == cap) {
+				cap = cap ? 2 * cap : 4096;
+				*tags = realloc(*tags, cap * sizeof(char *));
+				if (!*tags)
+					return -1;
+			}
+			(*tags)[n++] = strndup(tag, line + len - tag);
+		}
+		line = end ? end + 1 : NULL;
+	}
+	return n;
+}
+
+/* Reads /proc/allocinfo @chunk bytes at a time into a new string. */
+static char *read_allocinfo(size_t chunk)
+{
+	size_t size = 1 << 20, used = 0;
+	char *buf = malloc(size);
+	int fd = open(ALLOC_TAG_PROC, O_RDONLY);
+	ssize_t r;
+
+	if (!buf || fd < 0) {
+		free(buf);
+		return NULL;
+	}
+	while ((r = read(fd, buf + used, chunk)) > 0) {
+		used += r;
+		if (used + chunk + 1 > size) {
+			char *bigger = realloc(buf, size *= 2);
+
+			if (!bigger)
+				break;
+			buf = bigger;
+		}
+	}
+	close(fd);
+	buf[used] = '\0';
+	return buf;
+}
+
+#define CHURN_CYCLES 8
+
+/* One one-byte pass: NULL if it saw every built-in line once, in order. */
+static char *check_pass(char **want, int nwant, int pass)
+{
+	char **got, *text = read_allocinfo(1), *why = NULL;
+	int ngot = text ? builtin_tags(text, &got) : -1, i;
+
+	for (i = 0; !why && i < ngot && i < nwant; i++)
+		if (strcmp(got[i], want[i]) &&
+		    asprintf(&why, "pass %d, line %d: '%s', want '%s'", pass, i, got[i],
+			     want[i]) < 0)
+			why = "out of memory";
+	if (!why && ngot != nwant &&
+	    asprintf(&why, "pass %d: %d built-in lines, want %d", pass, ngot, nwant) < 0)
+		why = "out of memory";
+	free(text);
+	return why;
+}
+
+/*
+ * A reader taking /proc/allocinfo one byte per read() while a module is
+ * loaded and unloaded over and over sees every built-in line exactly
+ * once, in order, in every pass.
+ */
+TEST(one_byte_reader_under_module_churn)
+{
+	char **want, *text, report[4096] = "";
+	int nwant, pass, status, cycle, stop[2], out[2];
+	const char *path;
+	pid_t pid;
+
+	NEED_MODULE(path);
+	text = read_allocinfo(1 << 16);
+	ASSERT_NE(NULL, text);
+	nwant = builtin_tags(text, &want);
+	free(text);
+	ASSERT_LT(0, nwant);
+	ASSERT_EQ(0, pipe(stop));
+	ASSERT_EQ(0, pipe(out));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		char *why = NULL, c;
+
+		close(stop[1]);
+		fcntl(stop[0], F_SETFL, O_NONBLOCK);
+		/* Passes until the churn is over, and one more. */
+		for (pass = 0; !why; pass++) {
+			why = check_pass(want, nwant, pass);
+			if (read(stop[0], &c, 1) == 0)
+				break;
+		}
+		dprintf(out[1], "%d passes%s%s", pass + 1, why ? ": " : "", why ? why : "");
+		_exit(why ? 1 : 0);
+	}
+	close(stop[0]);
+	close(out[1]);
+	for (cycle = 0; cycle < CHURN_CYCLES; cycle++) {
+		ASSERT_EQ(0, load(path, ""));
+		ASSERT_EQ(0, unload());
+	}
+	close(stop[1]);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_LE(0, read(out[0], report, sizeof(report) - 1));
+	close(out[0]);
+	TH_LOG("%d load/unload cycles, %s", CHURN_CYCLES, report);
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 ALLOC_TAG_TEST_MAIN

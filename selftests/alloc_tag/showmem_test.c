@@ -34,29 +34,26 @@ static double size_of(const char *s)
 	return v;
 }
 
-TEST(sysrq_m_lists_top_allocations)
+/*
+ * Triggers show_mem (sysrq m) and returns the new kernel log records, at
+ * most MAX_RECORDS, in @lines; their number, or -errno.
+ */
+static int sysrq_m(char **lines)
 {
-	const char *rx = "^ *[0-9][0-9.]* [KMGTPE]?i?B +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+$";
-	char rec[1024], state[128], *text, **lines = calloc(MAX_RECORDS, sizeof(char *));
-	int fd, trig, n = 0, start = -1, listed = 0, bad = 0, i;
-	double prev = -1;
-	regex_t re;
+	int fd, trig, n = 0;
+	char rec[1024], *text;
 	ssize_t r;
 
-	SKIP_WITHOUT_ALLOCINFO();
-	if (geteuid())
-		SKIP(return, "needs root for /proc/sysrq-trigger");
-	ASSERT_NE(NULL, lines);
-	ASSERT_EQ(0, regcomp(&re, rx, REG_EXTENDED | REG_NOSUB));
 	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK);
-	ASSERT_GE(fd, 0);
+	if (fd < 0)
+		return -errno;
 	lseek(fd, 0, SEEK_END);
 	trig = open("/proc/sysrq-trigger", O_WRONLY);
-	if (trig < 0)
-		SKIP(return, "no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ)");
-	ASSERT_EQ(1, write(trig, "m", 1));
+	if (trig < 0 || write(trig, "m", 1) != 1) {
+		close(fd);
+		return -ENOENT;
+	}
 	close(trig);
-
 	while (n < MAX_RECORDS &&
 	       ((r = read(fd, rec, sizeof(rec) - 1)) > 0 || (r < 0 && errno == EPIPE))) {
 		if (r <= 0)
@@ -68,13 +65,50 @@ TEST(sysrq_m_lists_top_allocations)
 		lines[n++] = strdup(text);
 	}
 	close(fd);
-	snprintf(state, sizeof(state), "Memory allocations (profiling is currently turned %s):",
-		 read_long(ALLOC_TAG_SYSCTL, 0) == 1 ? "on" : "off");
+	return n;
+}
+
+/* The index of @header among @n @lines, or -1. */
+static int find_line(char **lines, int n, const char *header)
+{
+	int i;
+
 	for (i = 0; i < n; i++)
-		if (!strcmp(lines[i], "Memory allocations:") || !strcmp(lines[i], state)) {
-			start = i;
-			break;
-		}
+		if (!strcmp(lines[i], header))
+			return i;
+	return -1;
+}
+
+static void free_lines(char **lines, int n)
+{
+	while (n > 0)
+		free(lines[--n]);
+}
+
+#define STATE_HEADER "Memory allocations (profiling is currently turned %s):"
+
+TEST(sysrq_m_lists_top_allocations)
+{
+	const char *rx = "^ *[0-9][0-9.]* [KMGTPE]?i?B +[0-9]+ [^ ]+:[0-9]+ (\\[[^] ]+\\] )?func:[^ ]+$";
+	char state[128], **lines = calloc(MAX_RECORDS, sizeof(char *));
+	int n, start, listed = 0, bad = 0, i;
+	double prev = -1;
+	regex_t re;
+
+	SKIP_WITHOUT_ALLOCINFO();
+	if (geteuid())
+		SKIP(return, "needs root for /proc/sysrq-trigger");
+	ASSERT_NE(NULL, lines);
+	ASSERT_EQ(0, regcomp(&re, rx, REG_EXTENDED | REG_NOSUB));
+	n = sysrq_m(lines);
+	if (n == -ENOENT)
+		SKIP(return, "no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ)");
+	ASSERT_LE(0, n);
+	snprintf(state, sizeof(state), STATE_HEADER,
+		 read_long(ALLOC_TAG_SYSCTL, 0) == 1 ? "on" : "off");
+	start = find_line(lines, n, state);
+	if (start < 0)
+		start = find_line(lines, n, "Memory allocations:");
 	ASSERT_GE(start, 0) TH_LOG("no \"Memory allocations:\" nor \"%s\" in %d new records",
 				   state, n);
 	for (i = start + 1; i < n && !regexec(&re, lines[i], 0, NULL, 0); i++) {
@@ -95,6 +129,51 @@ TEST(sysrq_m_lists_top_allocations)
 	EXPECT_FALSE(i < n && strstr(lines[i], " func:"))
 		TH_LOG("unparsed entry: '%s'", lines[i]);
 	regfree(&re);
+	free_lines(lines, n);
+	free(lines);
+}
+
+/*
+ * Kernels whose header names the state name it right when profiling is
+ * switched off and on again; the list stays (the counters are kept).
+ */
+TEST(header_names_the_state_it_is_in)
+{
+	static const char * const states[] = { "on", "off", "on" };
+	char want[128], **lines = calloc(MAX_RECORDS, sizeof(char *));
+	int fd, n, i, before = read_long(ALLOC_TAG_SYSCTL, -1);
+	const char *why;
+
+	SKIP_WITHOUT_ALLOCINFO();
+	if (geteuid())
+		SKIP(return, "needs root for /proc/sysrq-trigger");
+	ASSERT_NE(NULL, lines);
+	fd = open(ALLOC_TAG_SYSCTL, O_WRONLY);
+	if (fd < 0 || write(fd, "1", 1) != 1) {
+		int err = errno;
+
+		why = profiling_off_reason();
+		if (kernel_config("MEM_ALLOC_PROFILING_DEBUG") == 'y')
+			why = "CONFIG_MEM_ALLOC_PROFILING_DEBUG=y";
+		SKIP(return, "vm.mem_profiling cannot be switched (%s): %s", strerror(err),
+		     why ?: "profiling not supported in this boot");
+	}
+	for (i = 0; i < ARRAY_SIZE(states); i++) {
+		ASSERT_EQ(1, pwrite(fd, strcmp(states[i], "on") ? "0" : "1", 1, 0));
+		n = sysrq_m(lines);
+		ASSERT_LE(0, n);
+		if (!i && find_line(lines, n, "Memory allocations:") >= 0) {
+			free_lines(lines, n);
+			ASSERT_EQ(1, pwrite(fd, before == 1 ? "1" : "0", 1, 0));
+			SKIP(return, "not in this kernel: show_mem's header is \"Memory allocations:\"");
+		}
+		snprintf(want, sizeof(want), STATE_HEADER, states[i]);
+		EXPECT_LE(0, find_line(lines, n, want)) TH_LOG("no \"%s\" in %d records", want, n);
+		free_lines(lines, n);
+	}
+	ASSERT_EQ(1, pwrite(fd, before == 1 ? "1" : "0", 1, 0));
+	close(fd);
+	free(lines);
 }
 
 ALLOC_TAG_TEST_MAIN

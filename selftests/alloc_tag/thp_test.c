@@ -3,7 +3,8 @@
  * Huge pages and migration as /proc/allocinfo shows them: splitting an
  * anonymous THP gives every new page a reference to the THP's tag (calls
  * grow by pages-per-THP minus one, bytes stay), and after compaction the
- * migration target's tag (func:compaction_alloc) is back to zero.
+ * migration target's tag (func:compaction_alloc) is back to zero, while the
+ * tag of the pages that moved keeps exactly its bytes and calls.
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -231,6 +232,109 @@ TEST(compaction_leaves_migration_target_tag_empty)
 	}
 	EXPECT_EQ(1, seen);
 	EXPECT_EQ(0, negative);
+}
+
+/* The page frame behind @addr (needs root), 0 if not present. */
+static unsigned long long pfn_of(int pagemap, const void *addr, long ps)
+{
+	unsigned long long e;
+
+	if (pread(pagemap, &e, sizeof(e), (unsigned long)addr / ps * sizeof(e)) != sizeof(e))
+		return 0;
+	return (e >> 63) & 1 ? e & ((1ULL << 55) - 1) : 0;
+}
+
+#define MIGRATE_PAGES 512
+
+/*
+ * Pages faulted in by this test, every other one then freed, are moved by
+ * compaction: their tag (the anonymous fault site) keeps exactly its bytes
+ * and calls, and compaction_alloc's tag is back where it was.
+ */
+TEST(migration_keeps_the_source_tag)
+{
+	struct line *before = lines_alloc(), *after = lines_alloc(), *t0, *t1, *best = NULL;
+	long ps = sysconf(_SC_PAGESIZE), moved = 0, i;
+	unsigned long long *pfns = calloc(MIGRATE_PAGES, sizeof(*pfns));
+	long long c0_bytes = 0, c0_calls = 0, delta, most = 0;
+	int n0, n1, pagemap, try;
+	char tag[256] = "";
+	char *map;
+	FILE *f;
+
+	SKIP_UNLESS_COUNTING();
+	ASSERT_NE(NULL, before);
+	ASSERT_NE(NULL, after);
+	ASSERT_NE(NULL, pfns);
+	if (access(COMPACT_MEMORY, W_OK))
+		SKIP(return, "no " COMPACT_MEMORY " (CONFIG_COMPACTION)");
+	pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_LE(0, pagemap);
+
+	for (try = 0; try < COMPACT_TRIES && !moved; try++) {
+		map = mmap(NULL, 2 * MIGRATE_PAGES * ps, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		ASSERT_NE(MAP_FAILED, map);
+		madvise(map, 2 * MIGRATE_PAGES * ps, MADV_NOHUGEPAGE);
+		n0 = snapshot(before);
+		memset(map, 1, 2 * MIGRATE_PAGES * ps);
+		n1 = snapshot(after);
+		ASSERT_LT(0, n0);
+		ASSERT_LT(0, n1);
+		/* The fault site: the tag that gained the most calls. */
+		best = NULL;
+		most = 0;
+		for (i = 0; i < n1; i++) {
+			t0 = find(before, n0, after[i].tag);
+			delta = after[i].calls - (t0 ? t0->calls : 0);
+			if (delta > most) {
+				most = delta;
+				best = &after[i];
+			}
+		}
+		ASSERT_NE(NULL, best);
+		snprintf(tag, sizeof(tag), "%s", best->tag);
+		EXPECT_LE(2 * MIGRATE_PAGES, most) TH_LOG("%s", tag);
+		for (i = 0; i < MIGRATE_PAGES; i++) {
+			madvise(map + (2 * i + 1) * ps, ps, MADV_DONTNEED);
+			pfns[i] = pfn_of(pagemap, map + 2 * i * ps, ps);
+		}
+
+		n0 = snapshot(before);
+		f = fopen(COMPACT_MEMORY, "w");
+		ASSERT_NE(NULL, f);
+		fputs("1", f);
+		fclose(f);
+		n1 = snapshot(after);
+		for (i = 0; i < MIGRATE_PAGES; i++)
+			moved += pfns[i] && pfn_of(pagemap, map + 2 * i * ps, ps) != pfns[i];
+		if (moved)
+			break;
+		munmap(map, 2 * MIGRATE_PAGES * ps);
+	}
+	close(pagemap);
+	if (!moved)
+		SKIP(return, "compaction moved none of the test's pages in %d tries", try);
+	TH_LOG("compaction moved %ld of %d pages of %s", moved, MIGRATE_PAGES, tag);
+
+	t0 = find(before, n0, tag);
+	t1 = find(after, n1, tag);
+	ASSERT_NE(NULL, t0);
+	ASSERT_NE(NULL, t1);
+	EXPECT_EQ(t0->bytes, t1->bytes) TH_LOG("%s", tag);
+	EXPECT_EQ(t0->calls, t1->calls) TH_LOG("%s", tag);
+	for (i = 0; i < n0; i++)
+		if (strstr(before[i].tag, " func:compaction_alloc ")) {
+			c0_bytes = before[i].bytes;
+			c0_calls = before[i].calls;
+		}
+	for (i = 0; i < n1; i++)
+		if (strstr(after[i].tag, " func:compaction_alloc ")) {
+			EXPECT_EQ(c0_bytes, after[i].bytes) TH_LOG("%s", after[i].tag);
+			EXPECT_EQ(c0_calls, after[i].calls) TH_LOG("%s", after[i].tag);
+		}
+	munmap(map, 2 * MIGRATE_PAGES * ps);
+	free(pfns);
 }
 
 ALLOC_TAG_TEST_MAIN
