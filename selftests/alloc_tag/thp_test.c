@@ -299,6 +299,14 @@ TEST(migration_keeps_the_source_tag)
 			madvise(map + (2 * i + 1) * ps, ps, MADV_DONTNEED);
 			pfns[i] = pfn_of(pagemap, map + 2 * i * ps, ps);
 		}
+		/*
+		 * Pages just faulted in sit in per-CPU LRU batches, which hold
+		 * a reference: the ones given back above are freed only when
+		 * the batches drain. mlock() drains them on every CPU now, so
+		 * that they are not freed inside the window measured below.
+		 */
+		ASSERT_EQ(0, mlock(map, ps));
+		ASSERT_EQ(0, munlock(map, ps));
 
 		n0 = snapshot(before);
 		f = fopen(COMPACT_MEMORY, "w");
@@ -323,6 +331,14 @@ TEST(migration_keeps_the_source_tag)
 	ASSERT_NE(NULL, t1);
 	EXPECT_EQ(t0->bytes, t1->bytes) TH_LOG("%s", tag);
 	EXPECT_EQ(t0->calls, t1->calls) TH_LOG("%s", tag);
+	/* What else moved during compaction, to tell noise from a miscount. */
+	for (i = 0; t0->calls != t1->calls && i < n1; i++) {
+		struct line *b = find(before, n0, after[i].tag);
+
+		if (b && b->calls != after[i].calls)
+			TH_LOG("%+lld calls %+lld bytes: %s", after[i].calls - b->calls,
+			       after[i].bytes - b->bytes, after[i].tag);
+	}
 	for (i = 0; i < n0; i++)
 		if (strstr(before[i].tag, " func:compaction_alloc ")) {
 			c0_bytes = before[i].bytes;
@@ -330,6 +346,13 @@ TEST(migration_keeps_the_source_tag)
 		}
 	for (i = 0; i < n1; i++)
 		if (strstr(after[i].tag, " func:compaction_alloc ")) {
+			long long db = after[i].bytes - c0_bytes, dc = after[i].calls - c0_calls;
+			long long rest = db - dc * ps;
+
+			/* The pattern of the known bugs, as in the test above. */
+			if (db && rest >= 0 && !(rest % (ps - 1)))
+				TH_LOG("compaction_alloc: %+lld bytes = %lld x (PAGE_SIZE - 1) + %lld x PAGE_SIZE with %lld calls",
+				       db, rest / (ps - 1), dc, dc);
 			EXPECT_EQ(c0_bytes, after[i].bytes) TH_LOG("%s", after[i].tag);
 			EXPECT_EQ(c0_calls, after[i].calls) TH_LOG("%s", after[i].tag);
 		}
