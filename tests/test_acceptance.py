@@ -65,6 +65,10 @@ def test_default_suite_passes_on_real_kernel(default_run):
     reported = {case_key(leaf) for leaf in run["leaves"]}
     for suite, case in declared_cases():
         assert (suite, case) in reported, f"{suite}.{case} not reported"
+    # 6.12 has no ioctl on /proc/allocinfo: each of those cases says so.
+    ioctl = {(leaf["status"], leaf["reason"]) for leaf in run["leaves"]
+             if leaf["suite"] == "ioctl_test"}
+    assert ioctl == {("skip", "not in this kernel: /proc/allocinfo has no ioctl (ENOTTY)")}
 
 
 @ONE_RUN
@@ -149,12 +153,18 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     for s in upstream:
         for c in s.cases:
             assert status[(s.name, c)][0] == "pass", (s.name, c, status[(s.name, c)])
-    # The default kernel has no DEBUG: that suite skips, saying so; all
-    # else passes.
+    # The default kernel has no DEBUG: that suite skips, saying so, and
+    # tags live in page_ext without ",compressed"; all else passes, the
+    # ioctl cases included.
     skipped = {k: v for k, v in status.items() if v[0] != "pass"}
+    compressed = ("alloc_tag_page_split", "page_flags_carry_tag_index")
+    assert skipped.pop(compressed) == (
+        "skip", "tags are in page_ext: booted without sysctl.vm.mem_profiling=...,compressed")
     assert {k[0] for k in skipped} == {"alloc_tag_debug"}, skipped
     assert {v for v in skipped.values()} == {
         ("skip", "needs CONFIG_MEM_ALLOC_PROFILING_DEBUG=y")}
+    assert {c for s, c in status if s == "ioctl_test"} == {
+        c for s, c in declared_cases() if s == "ioctl_test"}
 
 
 @ONE_RUN
