@@ -59,12 +59,27 @@ def all_suites(directory: Path | None = None) -> list[Suite]:
 _HARNESS_TEST = re.compile(r"^TEST(?:_F)?\(\s*(?:(\w+)\s*,\s*)?(\w+)\s*\)", re.M)
 
 
+_INCLUDED_C = re.compile(r'^#include\s+"([\w.-]+\.c)"', re.M)
+
+
+def _harness_text(path: Path, seen: frozenset[Path] = frozenset()) -> str:
+    """@path's text without comments, with the .c files of its directory it
+    #includes (a program that builds another one's cases again, e.g. as a
+    32-bit program) in their place."""
+    text = _strip_comments(path.read_text(errors="replace"))
+    seen = seen | {path}
+
+    def inline(m: re.Match) -> str:
+        other = path.parent / m.group(1)
+        return _harness_text(other, seen) if other.is_file() and other not in seen else ""
+    return _INCLUDED_C.sub(inline, text)
+
+
 def selftest_suite(path: Path) -> Suite:
     """A kselftest_harness program: suite = program, cases as it names them
     ("global.<name>" for TEST(), "<fixture>.<name>" for TEST_F())."""
-    text = _strip_comments(path.read_text(errors="replace"))
     cases = tuple(f"{fixture or 'global'}.{name}"
-                  for fixture, name in _HARNESS_TEST.findall(text))
+                  for fixture, name in _HARNESS_TEST.findall(_harness_text(path)))
     return Suite(path, path.stem, cases)
 
 

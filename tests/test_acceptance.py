@@ -18,6 +18,8 @@ pytestmark = pytest.mark.kernel
 # The tests reading one default run share an xdist worker, so the module
 # fixture boots that kernel once, not once per worker.
 ONE_RUN = pytest.mark.xdist_group("x86_64-default-run")
+# The ioctl cases, from a 64-bit process and (x86_64) from a 32-bit one.
+IOCTL_SUITES = ("ioctl_test", "ioctl_compat_test")
 
 
 def runner(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -65,9 +67,10 @@ def test_default_suite_passes_on_real_kernel(default_run):
     reported = {case_key(leaf) for leaf in run["leaves"]}
     for suite, case in declared_cases():
         assert (suite, case) in reported, f"{suite}.{case} not reported"
-    # 6.12 has no ioctl on /proc/allocinfo: each of those cases says so.
+    # 6.12 has no ioctl on /proc/allocinfo: each of those cases says so,
+    # from a 64-bit and from a 32-bit process.
     ioctl = {(leaf["status"], leaf["reason"]) for leaf in run["leaves"]
-             if leaf["suite"] == "ioctl_test"}
+             if leaf["suite"] in IOCTL_SUITES}
     assert ioctl == {("skip", "not in this kernel: /proc/allocinfo has no ioctl (ENOTTY)")}
 
 
@@ -163,8 +166,9 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     assert {k[0] for k in skipped} == {"alloc_tag_debug"}, skipped
     assert {v for v in skipped.values()} == {
         ("skip", "needs CONFIG_MEM_ALLOC_PROFILING_DEBUG=y")}
-    assert {c for s, c in status if s == "ioctl_test"} == {
-        c for s, c in declared_cases() if s == "ioctl_test"}
+    for suite in IOCTL_SUITES:
+        assert {c for s, c in status if s == suite} == {
+            c for s, c in declared_cases() if s == suite}
 
 
 @ONE_RUN

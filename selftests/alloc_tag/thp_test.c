@@ -244,7 +244,7 @@ static unsigned long long pfn_of(int pagemap, const void *addr, long ps)
 	return (e >> 63) & 1 ? e & ((1ULL << 55) - 1) : 0;
 }
 
-#define MIGRATE_PAGES 4096
+#define MIGRATE_PAGES 16384
 
 /*
  * Pages just faulted in sit in per-CPU LRU batches, which hold a
