@@ -163,6 +163,12 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     compressed = ("alloc_tag_page_split", "page_flags_carry_tag_index")
     assert skipped.pop(compressed) == (
         "skip", "tags are in page_ext: booted without sysctl.vm.mem_profiling=...,compressed")
+    # 7.3 still miscounts a migrated page that had no tag; whether compaction
+    # meets one varies, and only the known issue's exact pattern is excused.
+    for case in ("global.compaction_leaves_migration_target_tag_empty",
+                 "global.migration_keeps_the_source_tag"):
+        if skipped.get(("thp_test", case), ("",))[0] == "xfail":
+            assert "pgalloc_tag_swap()" in skipped.pop(("thp_test", case))[1]
     assert {k[0] for k in skipped} == {"alloc_tag_debug"}, skipped
     assert {v for v in skipped.values()} == {
         ("skip", "needs CONFIG_MEM_ALLOC_PROFILING_DEBUG=y")}
