@@ -55,6 +55,8 @@ static const struct {
 };
 
 #define N_MOD_TAGS ARRAY_SIZE(mod_tags)
+/* The long name is matched on its last 63 characters only. */
+_Static_assert(sizeof(LONG_FUNC) - 1 > 63, "LONG_FUNC must be longer than 63 characters");
 
 /* One line of the text, or one answer of the ioctl. */
 struct tag {
@@ -633,6 +635,13 @@ static const char *filter_equals(const struct allocinfo_filter *f,
 	tags_free(&got);
 	return diff ? why : NULL;
 }
+
+/* The entries @f selects equal the text's lines that @keep selects. */
+#define EXPECT_FILTER_EQUALS(f, keep, arg)					\
+	do {									\
+		const char *_why = filter_equals(f, keep, arg);			\
+		EXPECT_FALSE(_why != NULL) TH_LOG("%s", _why);			\
+	} while (0)
 #endif
 
 TEST(filter_by_modname)
@@ -647,12 +656,10 @@ TEST(filter_by_modname)
 
 		ASSERT_FALSE(why != NULL) TH_LOG("%s", why);
 		set_name(f.fields.modname, MOD);
-		why = filter_equals(&f, is_mod, MOD);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, is_mod, MOD);
 		/* "" is built-in code only. */
 		set_name(f.fields.modname, "");
-		why = filter_equals(&f, is_mod, "");
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, is_mod, "");
 		set_name(f.fields.modname, "no_such_module");
 		EXPECT_EQ(-ENOENT, query(&f, &mod));
 		tags_free(&mod);
@@ -681,8 +688,6 @@ TEST(filter_by_function)
 		set_name(f.fields.function, name);
 		why = filter_equals(&f, has_func, name);
 		EXPECT_FALSE(why != NULL) TH_LOG("%s: %s", name, why);
-		/* The long name is matched on its last 63 characters only. */
-		EXPECT_LT(63, strlen(LONG_FUNC));
 	}
 #endif
 	EXPECT_EQ(0, module_unload(MOD));
@@ -702,8 +707,7 @@ TEST(filter_by_filename_and_line)
 		ASSERT_FALSE(why != NULL) TH_LOG("%s", why);
 		f.mask = ALLOCINFO_FILTER_MASK_FILENAME;
 		set_name(f.fields.filename, mod.v[0].file);
-		why = filter_equals(&f, has_file, mod.v[0].file);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, has_file, mod.v[0].file);
 		/* The built-in file with the most sites. */
 		file = most_common(1);
 		set_name(f.fields.filename, file);
@@ -713,8 +717,7 @@ TEST(filter_by_filename_and_line)
 		f.mask = ALLOCINFO_FILTER_MASK_LINENO;
 		line = mod.v[1].line;
 		f.fields.lineno = line;
-		why = filter_equals(&f, has_line, &line);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, has_line, &line);
 		tags_free(&mod);
 	}
 #endif
@@ -730,26 +733,22 @@ TEST(filter_by_accuracy)
 		struct allocinfo_filter f = { .mask = ALLOCINFO_FILTER_MASK_INACCURATE };
 		struct tags got = { 0 };
 		int accurate;
-		const char *why;
 		size_t i;
 
 		/* Exactly the lines that end in " accurate:no", the module's one among them. */
 		f.inaccurate = 1;
 		accurate = 0;
-		why = filter_equals(&f, is_accurate, &accurate);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, is_accurate, &accurate);
 		EXPECT_EQ(0, query(&f, &got));
 		for (i = 0; i < got.n; i++)
 			TH_LOG("inaccurate: %s", describe(&got.v[i]));
 		tags_free(&got);
 		/* Any non-zero value means inaccurate. */
 		f.inaccurate = 0x100000000ULL;
-		why = filter_equals(&f, is_accurate, &accurate);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, is_accurate, &accurate);
 		f.inaccurate = 0;
 		accurate = 1;
-		why = filter_equals(&f, is_accurate, &accurate);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, is_accurate, &accurate);
 	}
 #endif
 	EXPECT_EQ(0, module_unload(MOD));
@@ -772,7 +771,6 @@ TEST(filter_by_size)
 	{
 		struct allocinfo_filter f = { 0 };
 		long long ps = sysconf(_SC_PAGESIZE), r[2];
-		const char *why;
 
 		set_name(f.fields.modname, MOD);
 		/* Bounds are inclusive. */
@@ -780,20 +778,17 @@ TEST(filter_by_size)
 			 ALLOCINFO_FILTER_MASK_MAX_SIZE;
 		f.min_size = f.max_size = 4 * ps;
 		r[0] = r[1] = 4 * ps;
-		why = filter_equals(&f, mod_pages_between, r);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, mod_pages_between, r);
 		f.mask = ALLOCINFO_FILTER_MASK_MODNAME | ALLOCINFO_FILTER_MASK_MIN_SIZE;
 		f.min_size = 2 * ps;
 		r[0] = 2 * ps;
 		r[1] = 1LL << 62;
-		why = filter_equals(&f, mod_pages_between, r);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, mod_pages_between, r);
 		f.mask = ALLOCINFO_FILTER_MASK_MODNAME | ALLOCINFO_FILTER_MASK_MAX_SIZE;
 		f.max_size = 2 * ps - 1;
 		r[0] = 0;
 		r[1] = 2 * ps - 1;
-		why = filter_equals(&f, mod_pages_between, r);
-		EXPECT_FALSE(why != NULL) TH_LOG("%s", why);
+		EXPECT_FILTER_EQUALS(&f, mod_pages_between, r);
 	}
 #endif
 	EXPECT_EQ(0, module_unload(MOD));

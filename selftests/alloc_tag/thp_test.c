@@ -160,6 +160,17 @@ static long vmstat_value(const char *name)
 #define COMPACT_TRIES 3
 #define COMPACT_MEMORY "/proc/sys/vm/compact_memory"
 
+/* echo 1 > /proc/sys/vm/compact_memory: 0, or -1 if it cannot be written. */
+static int compact_memory(void)
+{
+	FILE *f = fopen(COMPACT_MEMORY, "w");
+
+	if (!f)
+		return -1;
+	fputs("1", f);
+	return fclose(f) ? -1 : 0;
+}
+
 /*
  * Fragments memory so that compaction has pages to migrate, then compacts
  * it all; returns how many pages were migrated, or -1.
@@ -167,8 +178,8 @@ static long vmstat_value(const char *name)
 static long fragment_and_compact(long ps)
 {
 	long i, migrated;
+	int compacted;
 	char *frag;
-	FILE *f;
 
 	frag = mmap(NULL, FRAG_BYTES, PROT_READ | PROT_WRITE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -180,14 +191,10 @@ static long fragment_and_compact(long ps)
 		madvise(frag + i * ps, ps, MADV_DONTNEED);
 
 	migrated = vmstat_value("pgmigrate_success");
-	f = fopen(COMPACT_MEMORY, "w");
-	if (f) {
-		fputs("1", f);
-		fclose(f);
-	}
+	compacted = compact_memory();
 	migrated = vmstat_value("pgmigrate_success") - migrated;
 	munmap(frag, FRAG_BYTES);
-	return f ? migrated : -1;
+	return compacted ? -1 : migrated;
 }
 
 TEST(compaction_leaves_migration_target_tag_empty)
@@ -275,7 +282,6 @@ TEST(migration_keeps_the_source_tag)
 	int n0, n1, pagemap, try;
 	char tag[256] = "";
 	char *map;
-	FILE *f;
 
 	SKIP_UNLESS_COUNTING();
 	ASSERT_NE(NULL, before);
@@ -318,10 +324,7 @@ TEST(migration_keeps_the_source_tag)
 		drain_lru_batches();
 
 		n0 = snapshot(before);
-		f = fopen(COMPACT_MEMORY, "w");
-		ASSERT_NE(NULL, f);
-		fputs("1", f);
-		fclose(f);
+		ASSERT_EQ(0, compact_memory());
 		n1 = snapshot(after);
 		for (i = 0, moved = 0; i < MIGRATE_PAGES; i++)
 			moved += pfns[i] && pfn_of(pagemap, map + 2 * i * ps, ps) != pfns[i];
