@@ -13,9 +13,10 @@ import pytest
 
 from runner import console_checks, options, pipeline, report, shard, tools
 from runner.errors import UserError
-from runner.kunit_cases import selftest_suite, suites_in, upstream_suites
+from runner.kunit_cases import expected_suites, selftest_suite, suites_in, upstream_suites
 from runner.paths import cache_root, new_run_dir
 from runner.results import RunResult, Status, TestResult
+from runner.selection import Selection
 from runner.targets import Target, targets
 
 ROOT = Path(__file__).resolve().parent
@@ -127,6 +128,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if other:
         config.hook.pytest_deselected(items=other)
         items[:] = keep
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Only what was asked: the guests run the suites and cases of the
+    items left after -k, node ids and --shard (every worker sees the same)."""
+    picked = [(i.parent.name, i.case) for i in session.items if isinstance(i, KunitItem)]
+    if not picked:
+        return
+    opts = _options(session.config)
+    try:
+        src = opts.source()
+    except UserError:
+        return  # each item reports it
+    upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
+    declared = [(s.name, c) for s in expected_suites(upstream) for c in s.cases]
+    declared += [(console_checks.SUITE, c.name) for c in console_checks.checks(CONSOLE_CHECKS)]
+    opts.only = Selection.of(picked, declared)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):

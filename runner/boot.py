@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +33,42 @@ class Boot:
     returncode: int | None  # None: killed at the timeout
     seconds: float
     accel: str  # "kvm" or "tcg"
+    # Host seconds from starting vng to each console mark (see MARKS).
+    marks: dict[str, float] = field(default_factory=dict)
 
     @property
     def timed_out(self) -> bool:
         return self.returncode is None
+
+
+# Console lines the host times as they arrive: the kernel's first line
+# ends vng's and QEMU's start; the guest's last line, or the restart that
+# follows KUnit under kunit_shutdown=reboot, starts the power-off.
+MARKS = {"kernel": b"Linux version ", "done": b"runner-guest: done",
+         "restart": b"reboot: Restarting system"}
+_CHUNK = 1 << 16
+
+
+def _copy_console(pipe, out, marks: dict[str, float], start: float) -> None:
+    """Copies the guest's console to @out as it comes, noting in @marks
+    when each of MARKS first appears (a mark may straddle two reads)."""
+    tail = b""
+    todo = dict(MARKS)
+    while True:
+        try:
+            chunk = os.read(pipe.fileno(), _CHUNK)
+            if not chunk:
+                return
+            out.write(chunk)
+        except (OSError, ValueError):  # closed under it: the boot gave up
+            return
+        if todo:
+            window = tail + chunk
+            for name, text in list(todo.items()):
+                if text in window:
+                    marks[name] = time.monotonic() - start
+                    del todo[name]
+            tail = window[-64:]
 
 
 def vng_path() -> str:
@@ -111,7 +144,9 @@ def _guest_command(guest: Guest, outdir: Path) -> tuple[list[str], str]:
 def vng_command(target: Target, image: Path, outdir: Path, accel: str,
                 append: list[str], memory: str, cpus: int, guest: Guest,
                 qemu_opts: str = "") -> list[str]:
-    cmd = [vng_path(), "--run", str(image), "--verbose", "--memory", memory,
+    # --force-9p: the root and shares are 9p, as they always were here;
+    # vng's try of virtiofs first cost about 5 s per boot when it failed.
+    cmd = [vng_path(), "--run", str(image), "--verbose", "--force-9p", "--memory", memory,
            "--cpus", str(cpus)]
     if qemu_opts:
         cmd.append(f"--qemu-opts={qemu_opts}")
@@ -149,21 +184,32 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
                       qemu_opts)
     (rundir / "boot-command").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
+    marks: dict[str, float] = {}
     with open(console, "wb") as out:
         try:
-            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, start_new_session=True,
                                  env=vng_env())
         except OSError as e:
             raise UserError(f"cannot start vng: {e}; install it with: pip install virtme-ng") from e
+        reader = threading.Thread(target=_copy_console, args=(p.stdout, out, marks, start),
+                                  daemon=True)
+        reader.start()
         try:
             rc: int | None = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             rc = None
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-    seconds = time.monotonic() - start
+        seconds = time.monotonic() - start
+        # The pipe ends when the last process holding it does: QEMU, or
+        # (killed) nobody; a child that kept it is not waited for.
+        reader.join(timeout=10)
+        if reader.is_alive():
+            os.killpg(p.pid, signal.SIGKILL)
+            reader.join(timeout=10)
+        p.stdout.close()
     if rc is None:
         with open(console, "ab") as out:
             out.write(f"\nrunner: guest killed after {timeout:.0f}s timeout\n".encode())
-    return Boot(console, outdir, rc, seconds, accel)
+    return Boot(console, outdir, rc, seconds, accel, marks)

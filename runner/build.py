@@ -37,6 +37,8 @@ class Built:
     log: Path
     rebuilt: bool
     selftests: Path | None = None  # directory of the built selftest programs
+    seconds: float = 0.0  # make's time (0 when the fingerprint matched)
+    files: int = 0  # files make built
 
     def config(self) -> dict[str, str]:
         return kconfig.read_options(self.build_dir / ".config")
@@ -141,8 +143,10 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         clean = not image.exists()
         counted = bdir / ".allocprof-files"
         expected = int(counted.read_text()) if clean and counted.exists() else None
+        started = time.monotonic()
         rc = _make_with_progress(cmd, src.tree, env, log, f"building {target.build_name}",
                                  expected)
+        seconds = time.monotonic() - started
         if rc != 0 or not image.exists():
             err = first_error(log)
             if "No space left on device" in err:
@@ -150,9 +154,10 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
                                 f"or set ALLOCPROF_CACHE (log: {log})")
             raise UserError(f"kernel build failed for {target.name}: {err} (log: {log})")
         stamp.write_text(fp)
+        files = _files_built(log)
         if clean:
-            counted.write_text(str(_files_built(log)))
-        return Built(image, bdir, log, rebuilt=True)
+            counted.write_text(str(files))
+        return Built(image, bdir, log, rebuilt=True, seconds=seconds, files=files)
 
 
 PROGRESS_EVERY = 30.0  # seconds between two progress lines of a build
@@ -192,8 +197,9 @@ def _headers(cache: Path, src: PreparedSource, target: Target, built: Built) -> 
     include what the C library's headers do not have yet."""
     hdr = built.build_dir / "usr" / "include"
     stamp = built.build_dir / ".allocprof-headers"
-    built_stamp = built.build_dir / BUILT_STAMP
-    fp = built_stamp.read_text() if built_stamp.exists() else ""
+    # The uapi headers are the tree's: a kernel rebuilt for a new .config
+    # or KUnit file leaves them as they are.
+    fp = f"{src.key}\0{src.source_id}\0{target.arch.name}"
     if hdr.is_dir() and stamp.exists() and stamp.read_text() == fp:
         return hdr
     log = built.build_dir / "headers.log"
@@ -219,10 +225,22 @@ def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Bui
     linked, so the same binaries run on any guest root).  Returns the one
     directory the guest runs every *_test program of."""
     out = built.build_dir / "selftests" / "alloc_tag"
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
     cc = compiler(target)
     hdr = _headers(cache, src, target, built)
+    dirs = [OUR_SELFTESTS] + ([UPSTREAM_SELFTESTS] if src.layout.upstream_selftests else [])
+    stamp = built.build_dir / ".allocprof-selftests"
+    # Userspace programs: the kernel's own rebuilds leave them as they are.
+    fp = _inputs_print(None, [src.tree / d for d in dirs] + [
+        src.tree / "tools/testing/selftests/lib.mk",
+        src.tree / "tools/testing/selftests/kselftest.h", hdr / "linux"],
+        src.key, src.source_id, cc, shutil.which(cc) or "",
+        shutil.which("i686-linux-gnu-gcc") or "")
+    if out.is_dir() and stamp.exists() and stamp.read_text() == fp:
+        built.selftests = out
+        return out
+    stamp.unlink(missing_ok=True)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     env = dict(os.environ, LC_ALL="C")
     env.pop("ARCH", None)  # lib.mk's ARCH is the userspace one
     dirs = [(OUR_SELFTESTS, out, "selftests.log", "selftest build")]
@@ -231,15 +249,32 @@ def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Bui
                      "upstream-selftests.log", "upstream alloc_tag selftest build"))
     for rel, dest, logname, what in dirs:
         dest.mkdir(parents=True, exist_ok=True)
-        cmd = ["make", "-C", str(src.tree / rel), f"OUTPUT={dest}", f"CC={cc}",
-               "LDFLAGS=-static", f"KHDR_INCLUDES=-isystem {hdr}", "all"]
+        cmd = ["make", "-C", str(src.tree / rel), f"-j{os.cpu_count() or 1}", f"OUTPUT={dest}",
+               f"CC={cc}", "LDFLAGS=-static", f"KHDR_INCLUDES=-isystem {hdr}", "all"]
         _make(cmd, None, env, built.build_dir / logname, f"{what} for {target.name}")
     for prog in src.layout.upstream_selftests:
         # Upstream's programs run beside ours, named as their suites are.
         shutil.copy2(built.build_dir / "selftests" / "upstream" / prog,
                      out / upstream_program_name(prog))
+    stamp.write_text(fp)
     built.selftests = out
     return out
+
+
+def _inputs_print(built: Built | None, paths: list[Path], *extra: str) -> str:
+    """What decides a guest program: every file under @paths, @extra (the
+    compilers) and, for a module built against @built, that kernel's
+    fingerprint."""
+    h = hashlib.sha256()
+    kernel = built.build_dir / BUILT_STAMP if built else None
+    h.update(kernel.read_bytes() if kernel and kernel.exists() else b"-")
+    for p in paths:
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            if f.exists():
+                h.update(f"\0{f.relative_to(p.parent)}\0".encode() + f.read_bytes())
+    h.update("\0".join(extra).encode())
+    return h.hexdigest()
 
 
 def build_test_module(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:
@@ -251,14 +286,20 @@ def build_test_module(cache: Path, src: PreparedSource, target: Target, built: B
         if f.is_file():
             overlay.write_if_changed(mdir / f.name, f.read_text())
     log = built.build_dir / "test-module.log"
+    ko = mdir / "alloc_tag_test_mod.ko"
+    stamp = built.build_dir / ".allocprof-module"
+    fp = _inputs_print(built, [overlay.selftest_dir() / "module"])
+    if ko.exists() and stamp.exists() and stamp.read_text() == fp:
+        return ko
+    stamp.unlink(missing_ok=True)
     cc = compiler(target)
     if shutil.which("ccache"):
         cc = f"ccache {cc}"
     cmd = ["make", "-C", str(src.tree), f"O={built.build_dir}", f"M={mdir}", f"CC={cc}",
            "modules"]
     _make(cmd, None, make_env(target, cache), log, f"helper module build for {target.name}")
-    ko = mdir / "alloc_tag_test_mod.ko"
     if not ko.exists():
         raise UserError(f"helper module build failed for {target.name}: {first_error(log)} "
                         f"(log: {log})")
+    stamp.write_text(fp)
     return ko

@@ -5,6 +5,12 @@
 # their environment, or the allocation benchmark if ALLOCPROF_BENCH_MODULE
 # is set; copies out what the host cannot read from the console, then
 # reboots, which ends QEMU (-no-reboot) even on a kernel without ACPI.
+# mark TEXT: a line in the kernel log, so the console has the guest's time
+# of each step (runner/timings.py reads them).
+mark() {
+	echo "runner-guest: $*" > /dev/kmsg 2>/dev/null || echo "runner-guest: $*"
+}
+mark start
 out="$1"
 selftests="${2:-}"
 [ $# -ge 2 ] && shift 2 || shift $#
@@ -27,7 +33,7 @@ if [ -n "$selftests" ] && [ -d "$selftests" ]; then
 	for t in "$selftests"/*_test; do
 		[ -x "$t" ] || continue
 		name=$(basename "$t")
-		echo "runner-guest: running selftest $name"
+		mark "running selftest $name"
 		(cd "$selftests" && timeout 120 "$t") > "$out/selftest-$name.ktap" 2>&1
 		echo "exit=$?" >> "$out/selftest-$name.exit"
 	done
@@ -37,5 +43,5 @@ for dir in /sys/kernel/debug/kunit/*/; do
 done
 echo ok > "$out/guest-done"
 sync
-echo "runner-guest: done"
+mark done
 echo b > /proc/sysrq-trigger

@@ -8,13 +8,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import boot, build, console_checks, known_issues, ktap, rootfs, source
+from runner import boot, build, console_checks, known_issues, ktap, rootfs, source, timings
 from runner.errors import UserError
 from runner.kunit_cases import Suite, expected_suites, selftest_suites, upstream_suites
 from runner.lock import exclusive
+from runner.selection import KUNIT_RESTART, Selection
 from runner.options import TCG_TIMEOUT
 from runner.printer import PRINTER
 from runner.results import RunInfo, RunResult, Status, TestResult
@@ -36,6 +38,7 @@ class Options:
     jobs: int | None = None
     boot_timeout: float = TCG_TIMEOUT
     append: list[str] = field(default_factory=list)
+    only: Selection | None = None  # what was asked for; None: everything
     _source: source.PreparedSource | None = field(default=None, repr=False, compare=False)
 
     def source(self) -> source.PreparedSource:
@@ -48,14 +51,17 @@ NO_FEATURE = "CONFIG_MEM_ALLOC_PROFILING is not set"
 
 
 def add_missing_expected(tests: list[TestResult], reason: str,
-                         feature: bool = True, upstream: list[Suite] | None = None) -> None:
-    """Adds every case our sources declare that the kernel never reported.
+                         feature: bool = True, upstream: list[Suite] | None = None,
+                         only: Selection | None = None) -> None:
+    """Adds every case our sources declare that the kernel never reported
+    (of those @only selected).
 
     Without the feature the KUnit suites cannot be built in: their cases
     are skipped with that reason instead of failing."""
     by_name = {t.name: t for t in tests}
     selftest_names = {s.name for s in selftest_suites() + list(upstream or ())}
-    for suite in expected_suites(upstream):
+    expected = expected_suites(upstream)
+    for suite in only.restrict(expected) if only else expected:
         if not feature and suite.name not in selftest_names:
             if suite.name not in by_name:
                 tests.append(TestResult(
@@ -142,8 +148,9 @@ def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[
 def results_from_console(console: Path, info: RunInfo, completed: bool,
                          outdir: Path | None = None, feature: bool = True,
                          upstream: list[Suite] | None = None,
-                         tree: Path | None = None) -> RunResult:
-    """@tree: the kernel source, for the known issues' probes."""
+                         tree: Path | None = None, only: Selection | None = None) -> RunResult:
+    """@tree: the kernel source, for the known issues' probes; @only: what
+    the run was asked for."""
     parsed = ktap.parse_file(str(console))
     tests = parsed.tests
     if outdir is not None:
@@ -154,7 +161,7 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
         why = info.note or "the guest did not finish"
     else:
         why = "no result in the console"
-    add_missing_expected(tests, why, feature, upstream)
+    add_missing_expected(tests, why, feature, upstream, only)
     if parsed.found_ktap and completed:
         tests.append(console_checks.run(console))
     result = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
@@ -175,13 +182,17 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     rundir.mkdir(parents=True, exist_ok=True)
     built = build.build(opts.cache, src, target, opts.jobs)
     cfg = built.config()
+    started = time.monotonic()
     guest = _guest(opts, src, target, built, rundir)
+    guest_build = time.monotonic() - started
+    asked = opts.only.cmdline() if opts.only else []
     b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
-                  append=target.cmdline + opts.append, guest=guest)
+                  append=target.cmdline + opts.append + asked, guest=guest)
     info = RunInfo(arch=target.arch.name, variant=target.label,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel)
-    done = (b.outdir / "guest-done").exists()
+    done = (b.outdir / "guest-done").exists() or (
+        "kunit_shutdown=reboot" in asked and b.returncode == 0 and _restarted(b.console))
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:
@@ -190,7 +201,25 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
                  f"guest ran {b.seconds:.1f}s")
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
     upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
-    return results_from_console(b.console, info, done, b.outdir, feature, upstream, src.tree)
+    started = time.monotonic()
+    result = results_from_console(b.console, info, done, b.outdir, feature, upstream, src.tree,
+                                  opts.only)
+    steps = {"make": round(built.seconds, 2), "make_files": built.files,
+             "guest_build": round(guest_build, 2), "boot": round(b.seconds, 2)}
+    steps.update(timings.boot_steps(b.seconds, b.marks, timings.guest_stamps(b.console)))
+    steps["parse"] = round(time.monotonic() - started, 2)
+    info.timings = steps
+    PRINTER.info(f"{target.name}: {timings.line(steps)}")
+    return result
+
+
+def _restarted(console: Path) -> bool:
+    """The kernel restarted itself after KUnit (kunit_shutdown=reboot): its
+    console ends with the restart, not a crash."""
+    with open(console, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - 4096))
+        return KUNIT_RESTART in f.read()
 
 
 def guest_root(opts: Options, target: Target) -> Path | None:
@@ -199,18 +228,27 @@ def guest_root(opts: Options, target: Target) -> Path | None:
     return None if target.arch.native else rootfs.prepare(opts.cache, target.arch)
 
 
+def _unasked(only: Selection | None):
+    """copytree's ignore: the selftest programs nobody asked for."""
+    def ignore(_dir: str, names: list[str]) -> list[str]:
+        return [n for n in names if n.endswith("_test") and not only.wants_program(n)]
+    return ignore if only else None
+
+
 def _guest(opts: Options, src: source.PreparedSource, target: Target,
            built: build.Built, rundir: Path) -> boot.Guest:
     """The guest runs the selftests, on the host's root or its arch's own,
     from a copy of its own: another run of the same kernel may rebuild
     them while this guest runs."""
     root = guest_root(opts, target)
+    if opts.only and opts.only.kunit_only():
+        return boot.Guest(root=root)  # the kernel restarts before init
     private = rundir / "guest-bin"
     with build.locked(built):
         selftests = build.build_selftests(opts.cache, src, target, built)
         module = build.build_test_module(opts.cache, src, target, built)
         shutil.rmtree(private, ignore_errors=True)
-        shutil.copytree(selftests, private / "selftests")
+        shutil.copytree(selftests, private / "selftests", ignore=_unasked(opts.only))
         (private / "module").mkdir()
         for ko in module.parent.glob("*.ko"):
             shutil.copy2(ko, private / "module" / ko.name)

@@ -200,6 +200,7 @@ class RunInfo:
     console: str = ""  # path of the captured console log
     boot: str = ""  # e.g. "kvm" or "tcg"
     note: str = ""  # infrastructure message (no KTAP, boot timeout, ...)
+    timings: dict = field(default_factory=dict)  # seconds per step (runner/timings.py)
 
 
 @dataclass

@@ -198,3 +198,40 @@ def test_two_runs_at_once_on_one_tree_give_separate_results(tmp_path, default_ru
         assert console.is_relative_to(doc.parent)
         consoles.add(console)
     assert len(consoles) == 2
+
+
+@ONE_RUN
+def test_only_what_was_asked_gives_the_same_results(default_run, tmp_path):
+    """pytest kunit/ boots the kernel only for KUnit (kunit_shutdown=reboot:
+    no userspace, no selftest), and one item filters KUnit to its case;
+    each item has the outcome it has in the whole run."""
+    _, _, runs = default_run
+    whole = {case_key(leaf): leaf["status"]
+             for leaf in json.loads(runs[0].read_text())["runs"][0]["leaves"]}
+    for args, want in ((["kunit/"], None),
+                       ([f"kunit/alloc_tag_iter_kunit.c::alloc_tag_iter::"
+                         f"{all_suites_by_name()['alloc_tag_iter'].cases[0]}[x86_64-default]"],
+                        "alloc_tag_iter")):
+        out = tmp_path / (want or "all")
+        p = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:xdist", "-q",
+                            "--arch", "x86_64", f"--results-dir={out}", *args], cwd=ROOT,
+                           capture_output=True, text=True, check=False)
+        assert p.returncode == 0, p.stdout[-3000:]
+        rundir = next(out.glob("pytest-*/x86_64-default"))
+        run = json.loads((rundir / "results.json").read_text())
+        cmdline = (rundir / "boot-command").read_text()
+        assert "kunit_shutdown=reboot" in cmdline
+        assert not list((rundir / "guest").glob("selftest-*")), "a selftest ran"
+        got = {case_key(leaf): leaf["status"] for leaf in run["leaves"]}
+        suites = {s for s, _ in got}
+        if want:
+            case = all_suites_by_name()[want].cases[0]
+            assert f"kunit.filter_glob={want}.{case}" in cmdline
+            assert set(got) == {(want, case)}
+        else:
+            assert suites == kunit_suites()
+        assert got == {k: whole[k] for k in got}
+
+
+def all_suites_by_name() -> dict:
+    return {s.name: s for s in all_suites()}

@@ -1,0 +1,69 @@
+"""Only what was asked: the suites and cases a run was asked for (pytest
+-k, or one item), and what the guest must run to report them.
+
+KUnit runs at boot, before init: one selected suite (or case) becomes
+kunit.filter_glob, and with no selftest selected the kernel restarts the
+moment KUnit is done (kunit_shutdown=reboot), so the guest's userspace
+never starts.  Only the selected selftest programs go into the guest.
+Whatever was selected is still checked for a result: a case that never
+reported is never lost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runner import console_checks
+from runner.kunit_cases import Suite, all_suites
+
+# A glob no suite matches: KUnit then reports an empty plan.
+NO_KUNIT = "kunit.filter_glob=allocprof-no-suite"
+# How the kernel says kunit_shutdown=reboot is under way.
+KUNIT_RESTART = b"reboot: Restarting system"
+
+
+@dataclass(frozen=True)
+class Selection:
+    cases: frozenset[tuple[str, str]]  # (suite, case) of every selected item
+
+    @classmethod
+    def of(cls, picked: list[tuple[str, str]],
+           declared: list[tuple[str, str]]) -> Selection | None:
+        """None (run everything) when @picked is all of @declared, or
+        when it has a console check: those watch every test's output."""
+        chosen = frozenset(picked)
+        if chosen >= frozenset(declared) or any(s == console_checks.SUITE for s, _ in chosen):
+            return None
+        return cls(chosen)
+
+    def suites(self) -> set[str]:
+        return {s for s, _ in self.cases}
+
+    def restrict(self, suites: list[Suite]) -> list[Suite]:
+        """@suites cut down to the selected cases."""
+        return [Suite(s.file, s.name, tuple(c for c in s.cases if (s.name, c) in self.cases))
+                for s in suites if s.name in self.suites()]
+
+    def wants_program(self, name: str) -> bool:
+        """Whether the guest runs the selftest program @name (its suite)."""
+        return name in self.suites()
+
+    def kunit_only(self, kunit: list[Suite] | None = None) -> bool:
+        names = {s.name for s in (kunit if kunit is not None else all_suites())}
+        return self.suites() <= names
+
+    def cmdline(self, kunit: list[Suite] | None = None) -> list[str]:
+        """The kernel options that make KUnit run only what was selected."""
+        kunit = kunit if kunit is not None else all_suites()
+        mine = self.restrict(kunit)
+        out = []
+        if not mine:
+            out.append(NO_KUNIT)
+        elif len(mine) == 1:
+            suite = mine[0]
+            whole = next(s for s in kunit if s.name == suite.name)
+            one = suite.name if suite.cases == whole.cases or len(suite.cases) != 1 \
+                else f"{suite.name}.{suite.cases[0]}"
+            out.append(f"kunit.filter_glob={one}")
+        if self.kunit_only(kunit):
+            out.append("kunit_shutdown=reboot")
+        return out

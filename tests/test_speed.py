@@ -1,0 +1,137 @@
+"""The parts that make runs faster, without a kernel: the time breakdown,
+only-what-was-asked, and the fingerprints that skip a rebuild."""
+
+import io
+import os
+import threading
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runner import boot, pipeline, timings
+from runner.build import Built, _inputs_print
+from runner.kunit_cases import Suite, all_suites, expected_suites
+from runner import results
+from runner.results import Status
+from runner.selection import NO_KUNIT, Selection
+
+DATA = Path(__file__).parent / "data"
+FULL = DATA / "x86_64-default-6.12.117-full.console.log"
+
+
+def declared() -> list[tuple[str, str]]:
+    return [(s.name, c) for s in expected_suites() for c in s.cases]
+
+
+def test_guest_stamps_of_a_recorded_console():
+    stamps = timings.guest_stamps(FULL)
+    assert stamps["init"] == 1.316031
+    assert 0 < stamps["first_ktap"] < stamps["last_kunit"] < stamps["init"]
+
+
+def test_guest_marks_give_the_selftests_and_init_steps(tmp_path):
+    console = tmp_path / "console.log"
+    console.write_bytes(b"[    0.000000] Linux version 6.12\n"
+                        b"[    1.000000] KTAP version 1\n"
+                        b"[    1.500000] ok 1 alloc_tag_iter\n"
+                        b"[    2.000000] Run /init as init process\n"
+                        b"[    4.000000] runner-guest: start\n"
+                        b"[    4.100000] runner-guest: running selftest a_test\n"
+                        b"[   14.000000] runner-guest: done\n")
+    steps = timings.boot_steps(20.0, {"kernel": 1.0, "done": 18.5},
+                               timings.guest_stamps(console))
+    assert steps == {"qemu_start": 1.0, "kunit": 0.5, "kernel_boot": 1.5, "init": 2.0,
+                     "selftests": 10.0, "poweroff": 1.5}
+    text = timings.line(dict(steps, make=3.0, make_files=7))
+    assert text.startswith("make 3.0s (7 files), vng+QEMU start 1.0s, kernel boot 1.5s")
+
+
+def test_a_step_without_both_ends_is_left_out():
+    assert timings.boot_steps(5.0, {}, {}) == {}
+
+
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=40))
+def test_console_marks_are_found_across_any_read_boundary(noise, cut):
+    data = noise + b"\n[ 1.0] runner-guest: done\n" + noise
+    r, w = os.pipe()
+    out = io.BytesIO()
+    marks: dict[str, float] = {}
+    reader = threading.Thread(target=boot._copy_console,
+                              args=(os.fdopen(r, "rb"), out, marks, 0.0))
+    reader.start()
+    for i in range(0, len(data), cut):
+        os.write(w, data[i:i + cut])
+    os.close(w)
+    reader.join(10)
+    assert out.getvalue() == data
+    assert "done" in marks
+
+
+def test_everything_selected_is_no_selection():
+    assert Selection.of(declared(), declared()) is None
+    # A console check watches every test's output: it needs them all.
+    assert Selection.of([("console", "no_oops_or_panic")], declared()) is None
+
+
+def test_one_kunit_suite_runs_alone_and_the_kernel_stops_after_it():
+    suite = all_suites()[0]
+    only = Selection.of([(suite.name, c) for c in suite.cases], declared())
+    assert only.kunit_only()
+    assert only.cmdline() == [f"kunit.filter_glob={suite.name}", "kunit_shutdown=reboot"]
+    one = Selection.of([(suite.name, suite.cases[0])], declared())
+    assert one.cmdline()[0] == f"kunit.filter_glob={suite.name}.{suite.cases[0]}"
+
+
+def test_selftests_alone_run_no_kunit_suite_and_boot_to_userspace():
+    only = Selection.of([("allocinfo_test", "global.header_is_exact")], declared())
+    assert only.cmdline() == [NO_KUNIT]
+    assert only.wants_program("allocinfo_test") and not only.wants_program("thp_test")
+
+
+def test_two_kunit_suites_run_unfiltered_but_only_they_are_expected():
+    a, b = all_suites()[:2]
+    only = Selection.of([(a.name, a.cases[0]), (b.name, b.cases[0])], declared())
+    assert only.cmdline() == ["kunit_shutdown=reboot"]
+    assert [(s.name, s.cases) for s in only.restrict(all_suites())] == [
+        (a.name, a.cases[:1]), (b.name, b.cases[:1])]
+
+
+def test_only_selected_cases_are_missing_when_unreported():
+    suite = all_suites()[0]
+    only = Selection.of([(suite.name, suite.cases[0])], declared())
+    tests: list[results.TestResult] = []
+    pipeline.add_missing_expected(tests, "never reported", only=only)
+    assert [(t.name, [c.name for c in t.children], t.status) for t in tests] == [
+        (suite.name, [suite.cases[0]], Status.CRASHED)]
+
+
+def test_unasked_programs_stay_out_of_the_guest(tmp_path):
+    only = Selection.of([("thp_test", "x")], [("thp_test", "x"), ("a_test", "y")])
+    names = ["thp_test", "a_test", "ioctl_compat_test.m32", "run.sh"]
+    assert pipeline._unasked(only)(str(tmp_path), names) == ["a_test"]
+    assert pipeline._unasked(None) is None
+
+
+def test_guest_program_fingerprint_follows_sources_and_kernel(tmp_path):
+    bdir = tmp_path / "build"
+    bdir.mkdir()
+    (bdir / ".allocprof-built").write_text("kernel-1")
+    src = tmp_path / "mod"
+    src.mkdir()
+    (src / "a.c").write_text("int a;")
+    built = Built(image=bdir / "bzImage", build_dir=bdir, log=bdir / "log", rebuilt=False)
+    first = _inputs_print(built, [src], "gcc")
+    assert _inputs_print(built, [src], "gcc") == first
+    (src / "a.c").write_text("int b;")
+    second = _inputs_print(built, [src], "gcc")
+    assert second != first
+    (bdir / ".allocprof-built").write_text("kernel-2")
+    assert _inputs_print(built, [src], "gcc") != second
+    assert _inputs_print(built, [src], "clang") != _inputs_print(built, [src], "gcc")
+
+
+def test_suites_in_a_selection_keep_their_file():
+    suite = all_suites()[0]
+    only = Selection.of([(suite.name, suite.cases[0])], declared())
+    assert only.restrict([suite]) == [Suite(suite.file, suite.name, suite.cases[:1])]
