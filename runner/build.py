@@ -65,6 +65,10 @@ def make_env(target: Target, cache: Path) -> dict[str, str]:
     env["KBUILD_BUILD_HOST"] = "ktest"
     env["CCACHE_DIR"] = str(ccache_dir(cache))
     env.setdefault("CCACHE_MAXSIZE", "5G")
+    # Compile what ccache preprocessed for its hash, not the source again:
+    # a build from an empty cache took 28% longer than without ccache,
+    # 6% with this (mm/, 62 files); hits across .configs stay.
+    env.setdefault("CCACHE_NOCPP2", "1")
     # No CCACHE_BASEDIR: ccache would rewrite the source paths to relative
     # ones but not kbuild's -fmacro-prefix-map, and __FILE__ (so every
     # tag's file name in /proc/allocinfo) would keep the build's path.

@@ -77,7 +77,7 @@ def _seconds(d: float | None) -> float | None:
     return d if d is not None and math.isfinite(d) else None
 
 
-@dataclass
+@dataclass(slots=True)  # one per leaf: a console may hold 100,000
 class JunitCase:
     name: str
     classname: str
@@ -172,9 +172,25 @@ def write_junit(runs: list[RunResult], path: Path) -> None:
 
 
 def write_json_to(runs: list[RunResult], out: TextIO) -> None:
-    """Strict JSON (no NaN or Infinity, which JSON does not have)."""
-    doc = {"schema": "allocprof-ktest/report/1", "runs": [r.to_dict() for r in runs]}
-    json.dump(doc, out, indent=1, allow_nan=False)
+    """Strict JSON (no NaN or Infinity, which JSON does not have), written
+    as it goes: one line per test and per leaf, never the whole document
+    in memory."""
+    def dump(value) -> str:
+        return json.dumps(value, allow_nan=False)
+
+    out.write('{"schema": "allocprof-ktest/report/1", "runs": [')
+    for i, run in enumerate(runs):
+        head, lists = run.parts()
+        out.write(",\n{" if i else "\n{")
+        out.write(", ".join(f"{dump(k)}: {dump(v)}" for k, v in head.items()))
+        for key, items in lists.items():
+            out.write(f", {dump(key)}: [")
+            for j, item in enumerate(items):
+                out.write(",\n " if j else "\n ")
+                out.write(dump(item))
+            out.write("]")
+        out.write("}")
+    out.write("\n]}\n")
 
 
 def write_json(runs: list[RunResult], path: Path) -> None:

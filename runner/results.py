@@ -230,21 +230,28 @@ class RunResult:
         return found
 
     def to_dict(self) -> dict:
+        head, lists = self.parts()
+        return {**head, **{k: list(v) for k, v in lists.items()}}
+
+    def parts(self) -> tuple[dict, dict]:
+        """to_dict() as its small fields and, to be written one element at
+        a time, its two long lists ("tests", "leaves") as iterators."""
         ls = self.leaves()
-        return {
+        head = {
             "schema": "allocprof-ktest/results/1",
             "info": vars(self.info),
-            "verdict": self.verdict().value,
+            "verdict": verdict(ls, self.found_output).value,
             "found_output": self.found_output,
             "totals": totals(ls),
-            "tests": [t.to_dict() for t in self.tests],
-            "leaves": [
-                {"id": self.test_id(leaf), "suite": leaf.suite, "case": leaf.case,
-                 "status": leaf.result.status.value, "reason": leaf.result.reason}
-                for leaf in ls
-            ],
             "console_tail": self.console_tail,
         }
+        lists = {
+            "tests": (t.to_dict() for t in self.tests),
+            "leaves": ({"id": self.test_id(leaf), "suite": leaf.suite, "case": leaf.case,
+                        "status": leaf.result.status.value, "reason": leaf.result.reason}
+                       for leaf in ls),
+        }
+        return head, lists
 
     @classmethod
     def from_dict(cls, d: dict) -> RunResult:

@@ -2,6 +2,7 @@
 only-what-was-asked, and the fingerprints that skip a rebuild."""
 
 import io
+import json
 import os
 import threading
 from pathlib import Path
@@ -135,3 +136,17 @@ def test_suites_in_a_selection_keep_their_file():
     suite = all_suites()[0]
     only = Selection.of([(suite.name, suite.cases[0])], declared())
     assert only.restrict([suite]) == [Suite(suite.file, suite.name, suite.cases[:1])]
+
+
+def test_streamed_json_report_is_the_whole_document():
+    from runner import ktap, report
+    from runner.cli import parsed_run
+
+    run = parsed_run(ktap.parse_file(str(FULL)), str(FULL), "x86_64", "default")
+    out = io.StringIO()
+    report.write_json_to([run, run], out)
+    assert json.loads(out.getvalue()) == {"schema": "allocprof-ktest/report/1",
+                                          "runs": [run.to_dict(), run.to_dict()]}
+    empty = io.StringIO()
+    report.write_json_to([], empty)
+    assert json.loads(empty.getvalue())["runs"] == []
