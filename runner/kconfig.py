@@ -103,7 +103,16 @@ def configure(target: Target, tree: Path, build_dir: Path, make_env: dict[str, s
                            stderr=subprocess.STDOUT, check=False)
     if p.returncode != 0 or not dotconfig.exists():
         raise UserError(f"kernel configuration failed for {target.build_name}; see {log}")
-    want = wanted(frags)
+    check(target, tree, build_dir, log)
+    stamp.write_text(signature)
+    return True
+
+
+def check(target: Target, tree: Path, build_dir: Path, log: Path) -> None:
+    """Every option the fragments ask for, that this kernel has, is set as
+    asked in build_dir/.config; else a UserError, and the next build
+    configures afresh."""
+    want = wanted(fragments(target))
     known = declared(tree)
     # An option a kernel has retired (PROC_SYSCTL in 7.x) is noted in the
     # log; every option the kernel has must stick.
@@ -111,12 +120,10 @@ def configure(target: Target, tree: Path, build_dir: Path, make_env: dict[str, s
     if absent:
         with open(log, "a") as out:
             out.write(f"allocprof: not in this kernel, ignored: {' '.join(sorted(absent))}\n")
-    bad = not_stuck(want, dotconfig, absent)
+    bad = not_stuck(want, build_dir / ".config", absent)
     if bad:
-        stamp.unlink(missing_ok=True)
+        (build_dir / ".allocprof-fragments").unlink(missing_ok=True)
         raise UserError(
             f"config options for {target.build_name} did not stick (check their "
             f"dependencies in kernel/configs/): {', '.join(bad)}"
         )
-    stamp.write_text(signature)
-    return True

@@ -16,7 +16,7 @@ from runner import boot, build, console_checks, known_issues, ktap, rootfs, sour
 from runner.errors import UserError
 from runner.kunit_cases import Suite, expected_suites, selftest_suites, upstream_suites
 from runner.lock import exclusive
-from runner.selection import KUNIT_RESTART, Selection
+from runner.selection import KUNIT_SHUTDOWN, Selection
 from runner.options import TCG_TIMEOUT
 from runner.printer import PRINTER
 from runner.results import RunInfo, RunResult, Status, TestResult
@@ -192,7 +192,7 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel)
     done = (b.outdir / "guest-done").exists() or (
-        "kunit_shutdown=reboot" in asked and b.returncode == 0 and _restarted(b.console))
+        KUNIT_SHUTDOWN in asked and b.returncode == 0 and _restarted(b.console))
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:
@@ -219,7 +219,7 @@ def _restarted(console: Path) -> bool:
     with open(console, "rb") as f:
         f.seek(0, 2)
         f.seek(max(0, f.tell() - 4096))
-        return KUNIT_RESTART in f.read()
+        return boot.MARKS["restart"] in f.read()
 
 
 def guest_root(opts: Options, target: Target) -> Path | None:

@@ -17,8 +17,8 @@ from runner.kunit_cases import Suite, all_suites
 
 # A glob no suite matches: KUnit then reports an empty plan.
 NO_KUNIT = "kunit.filter_glob=allocprof-no-suite"
-# How the kernel says kunit_shutdown=reboot is under way.
-KUNIT_RESTART = b"reboot: Restarting system"
+# The kernel restarts once KUnit has reported (boot.MARKS["restart"]).
+KUNIT_SHUTDOWN = "kunit_shutdown=reboot"
 
 
 @dataclass(frozen=True)
@@ -65,5 +65,5 @@ class Selection:
                 else f"{suite.name}.{suite.cases[0]}"
             out.append(f"kunit.filter_glob={one}")
         if self.kunit_only(kunit):
-            out.append("kunit_shutdown=reboot")
+            out.append(KUNIT_SHUTDOWN)
         return out

@@ -65,11 +65,9 @@ def prepare(scratch: Path, kernel_src: str | None) -> tuple[Path, Path, Path]:
     (cache / rel.parent).mkdir(parents=True)
     subprocess.run(["cp", "-a", str(main / rel.parts[0] / rel.parts[1]),
                     str(cache / rel.parts[0])], check=True)
-    for f in ("tarball-sums.json", "kvm-verdict.json"):
-        for have in main.rglob(f):
-            dest = cache / have.relative_to(main)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(have, dest)
+    for f in ("src/tarball-sums.json", "kvm-verdict.json"):
+        if (main / f).exists():
+            shutil.copy2(main / f, cache / f)
     project = scratch / "project"
     subprocess.run(["rsync", "-a", "--exclude=.venv", "--exclude=results", "--exclude=.git",
                     "--exclude=.tox", f"{ROOT}/", f"{project}/"], check=True)
