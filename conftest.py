@@ -133,10 +133,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Only what was asked: the guests run the suites and cases of the
     items left after -k, node ids and --shard (every worker sees the same)."""
-    picked = [(i.parent.name, i.case) for i in session.items if isinstance(i, KunitItem)]
-    if not picked:
-        return
-    opts = _options(session.config)
+    config = session.config
+    skipped = config.stash.get(_SKIPPED_ARCHES, {})
+    picked = [(i.parent.name, i.case) for i in session.items
+              if isinstance(i, KunitItem) and i.target.arch.name not in skipped]
+    if not picked or config.option.collectonly:
+        return  # nothing will boot
+    opts = _options(config)
     try:
         src = opts.source()
     except UserError:
@@ -268,7 +271,12 @@ class KunitItem(pytest.Item):
         if result is None:
             raise KernelTestFailed(self._never_reported(run))
         status, diag = _combined(result)
-        if status in (Status.PASS,):
+        if status == Status.PASS:
+            trouble = pipeline.guest_trouble(run)
+            if trouble and _options(self.config).only is not None:
+                # The console's own items, which would fail, were not selected.
+                raise KernelTestFailed(f"{self.parent.name}.{self.case} passed, but the kernel "
+                                       f"was not healthy to the end ({trouble})")
             return
         if status == Status.SKIP:
             # A case with parameters says why through them.

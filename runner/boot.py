@@ -41,34 +41,56 @@ class Boot:
         return self.returncode is None
 
 
+# What the guest script prints at each step (guest.sh's mark()).
+GUEST_MARK = "runner-guest: "
 # Console lines the host times as they arrive: the kernel's first line
 # ends vng's and QEMU's start; the guest's last line, or the restart that
 # follows KUnit under kunit_shutdown=reboot, starts the power-off.
-MARKS = {"kernel": b"Linux version ", "done": b"runner-guest: done",
+MARKS = {"kernel": b"Linux version ", "done": f"{GUEST_MARK}done".encode(),
          "restart": b"reboot: Restarting system"}
 _CHUNK = 1 << 16
 
 
-def _copy_console(pipe, out, marks: dict[str, float], start: float) -> None:
-    """Copies the guest's console to @out as it comes, noting in @marks
-    when each of MARKS first appears (a mark may straddle two reads)."""
-    tail = b""
-    todo = dict(MARKS)
-    while True:
-        try:
-            chunk = os.read(pipe.fileno(), _CHUNK)
+class ConsoleCopy:
+    """Copies the guest's console from a pipe to a file as it comes, noting
+    in .marks when each of MARKS first appears (a mark may straddle two
+    reads).  A write that fails (disk full) is remembered in .error, and
+    the pipe is still drained, so the guest never stalls on it."""
+
+    def __init__(self, fd: int, out, start: float) -> None:
+        self.fd, self.out, self.start = fd, out, start
+        self.marks: dict[str, float] = {}
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        tail = b""
+        todo = dict(MARKS)
+        while True:
+            try:
+                chunk = os.read(self.fd, _CHUNK)
+            except OSError:
+                return
             if not chunk:
                 return
-            out.write(chunk)
-        except (OSError, ValueError):  # closed under it: the boot gave up
-            return
-        if todo:
-            window = tail + chunk
-            for name, text in list(todo.items()):
-                if text in window:
-                    marks[name] = time.monotonic() - start
-                    del todo[name]
-            tail = window[-64:]
+            if self.error is None:
+                try:
+                    self.out.write(chunk)
+                except OSError as e:
+                    self.error = e
+            if todo:
+                window = tail + chunk
+                for name, text in list(todo.items()):
+                    if text in window:
+                        self.marks[name] = time.monotonic() - self.start
+                        del todo[name]
+                tail = window[-64:]
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # nobody left in it
 
 
 def vng_path() -> str:
@@ -184,7 +206,6 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
                       qemu_opts)
     (rundir / "boot-command").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
-    marks: dict[str, float] = {}
     with open(console, "wb") as out:
         try:
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -192,24 +213,28 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
                                  env=vng_env())
         except OSError as e:
             raise UserError(f"cannot start vng: {e}; install it with: pip install virtme-ng") from e
-        reader = threading.Thread(target=_copy_console, args=(p.stdout, out, marks, start),
-                                  daemon=True)
+        copy = ConsoleCopy(p.stdout.fileno(), out, start)
+        reader = threading.Thread(target=copy.run, daemon=True)
         reader.start()
         try:
             rc: int | None = p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             rc = None
-            os.killpg(p.pid, signal.SIGKILL)
+            _kill_group(p.pid)
             p.wait()
         seconds = time.monotonic() - start
         # The pipe ends when the last process holding it does: QEMU, or
         # (killed) nobody; a child that kept it is not waited for.
         reader.join(timeout=10)
         if reader.is_alive():
-            os.killpg(p.pid, signal.SIGKILL)
+            _kill_group(p.pid)
             reader.join(timeout=10)
-        p.stdout.close()
+        if not reader.is_alive():  # else it may still read: its fd stays open
+            p.stdout.close()
+    if copy.error is not None:
+        raise UserError(f"cannot write the guest's console to {console}: {copy.error.strerror}; "
+                        "free some space or give another --results-dir")
     if rc is None:
         with open(console, "ab") as out:
             out.write(f"\nrunner: guest killed after {timeout:.0f}s timeout\n".encode())
-    return Boot(console, outdir, rc, seconds, accel, marks)
+    return Boot(console, outdir, rc, seconds, accel, copy.marks)

@@ -246,8 +246,7 @@ def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Bui
     fp = _inputs_print(None, [src.tree / d for d in sources] + [
         src.tree / "tools/testing/selftests/lib.mk",
         src.tree / "tools/testing/selftests/kselftest.h", hdr / "linux"],
-        src.key, src.source_id, cc, shutil.which(cc) or "",
-        shutil.which("i686-linux-gnu-gcc") or "")
+        src.key, src.source_id, *_compilers(cc))
     if out.is_dir() and stamp.exists() and stamp.read_text() == fp:
         built.selftests = out
         return out
@@ -272,6 +271,17 @@ def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Bui
     stamp.write_text(fp)
     built.selftests = out
     return out
+
+
+def _compilers(cc: str) -> list[str]:
+    """What of the host decides how the selftests build: the compiler's
+    version, the 32-bit ones the Makefile may pick (CC32) and the flags
+    from the environment."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True,
+                             check=False).stdout.split("\n")[0] if shutil.which(cc) else "-"
+    m32 = sorted(str(p) for p in Path("/usr/lib/gcc").glob("*/*/32"))
+    return [cc, shutil.which(cc) or "", version, shutil.which("i686-linux-gnu-gcc") or "",
+            *m32, *(f"{k}={os.environ.get(k, '')}" for k in ("CFLAGS", "LDFLAGS", "CC32"))]
 
 
 def _inputs_print(built: Built | None, paths: list[Path], *extra: str) -> str:
@@ -302,7 +312,8 @@ def build_test_module(cache: Path, src: PreparedSource, target: Target, built: B
     ko = mdir / "alloc_tag_test_mod.ko"
     stamp = built.build_dir / ".allocprof-module"
     fp = _inputs_print(built, [overlay.selftest_dir() / "module"])
-    if ko.exists() and stamp.exists() and stamp.read_text() == fp:
+    modules = [mdir / f"{c.stem}.ko" for c in (overlay.selftest_dir() / "module").glob("*.c")]
+    if all(m.exists() for m in modules) and stamp.exists() and stamp.read_text() == fp:
         return ko
     stamp.unlink(missing_ok=True)
     cc = compiler(target)

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.boot import GUEST_MARK as _GUEST_MARK
 from runner.paths import project_root
 from runner.results import Status, TestResult
 
@@ -15,7 +16,6 @@ SUITE = "console"
 EXEMPT_SUITES = ("alloc_tag_debug",)
 # Selftests that provoke warnings: exempt until the guest's next marker.
 EXEMPT_SELFTESTS = ("module_unload_test",)
-_GUEST_MARK = "runner-guest: "
 _SUBTEST = re.compile(r"# Subtest: (\S+)")
 _SUITE_END = re.compile(r"^(?:\[[^\]]*\]\s*)?(?:not )?ok \d+ (\S+)")
 

@@ -48,6 +48,16 @@ class Options:
 
 
 NO_FEATURE = "CONFIG_MEM_ALLOC_PROFILING is not set"
+# The console's leaf when the guest did not finish: hung, killed or crashed.
+GUEST_FINISHED = "guest_finished"
+
+
+def guest_trouble(run: RunResult) -> str:
+    """Why the kernel of @run was not healthy to the end (a console check
+    failed, or the guest never finished), or "" if it was."""
+    console = run.find(console_checks.SUITE)
+    bad = [c for c in (console.children if console else []) if not c.status.is_ok]
+    return f"{bad[0].name}: {bad[0].reason}" if bad else ""
 
 
 def add_missing_expected(tests: list[TestResult], reason: str,
@@ -164,6 +174,10 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
     add_missing_expected(tests, why, feature, upstream, only)
     if parsed.found_ktap and completed:
         tests.append(console_checks.run(console))
+    elif parsed.found_ktap:
+        # Whatever reported before, a guest that hung or died is no pass.
+        tests.append(TestResult(console_checks.SUITE, Status.CRASHED, reason=why, children=[
+            TestResult(GUEST_FINISHED, Status.CRASHED, reason=why)]))
     result = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
                        console_tail=parsed.tail[-CONSOLE_TAIL:])
     if not parsed.found_ktap:
@@ -183,16 +197,22 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     built = build.build(opts.cache, src, target, opts.jobs)
     cfg = built.config()
     started = time.monotonic()
-    guest = _guest(opts, src, target, built, rundir)
-    guest_build = time.monotonic() - started
+    root = guest_root(opts, target)
+    rootfs_time = time.monotonic() - started
+    guest = _guest(opts, src, target, built, rundir, root)
+    guest_build = time.monotonic() - started - rootfs_time
     asked = opts.only.cmdline() if opts.only else []
+    # The user's own options come last: theirs win.
     b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
-                  append=target.cmdline + opts.append + asked, guest=guest)
+                  append=target.cmdline + asked + opts.append, guest=guest)
     info = RunInfo(arch=target.arch.name, variant=target.label,
                    kernel_version=src.version, source_id=src.source_id,
-                   console=str(b.console), boot=b.accel)
+                   console=str(b.console), boot=b.accel,
+                   selection=f"{len(opts.only.cases)} cases asked for" if opts.only else "")
+    # Under kunit_shutdown=reboot the kernel restarts before vng's --exec
+    # could run (vng then exits 255): the restart line is the finish.
     done = (b.outdir / "guest-done").exists() or (
-        KUNIT_SHUTDOWN in asked and b.returncode == 0 and _restarted(b.console))
+        KUNIT_SHUTDOWN in asked and not b.timed_out and _restarted(b.console))
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:
@@ -205,7 +225,8 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     result = results_from_console(b.console, info, done, b.outdir, feature, upstream, src.tree,
                                   opts.only)
     steps = {"make": round(built.seconds, 2), "make_files": built.files,
-             "guest_build": round(guest_build, 2), "boot": round(b.seconds, 2)}
+             "rootfs": round(rootfs_time, 2), "guest_build": round(guest_build, 2),
+             "boot": round(b.seconds, 2)}
     steps.update(timings.boot_steps(b.seconds, b.marks, timings.guest_stamps(b.console)))
     steps["parse"] = round(time.monotonic() - started, 2)
     info.timings = steps
@@ -236,11 +257,10 @@ def _unasked(only: Selection | None):
 
 
 def _guest(opts: Options, src: source.PreparedSource, target: Target,
-           built: build.Built, rundir: Path) -> boot.Guest:
-    """The guest runs the selftests, on the host's root or its arch's own,
-    from a copy of its own: another run of the same kernel may rebuild
-    them while this guest runs."""
-    root = guest_root(opts, target)
+           built: build.Built, rundir: Path, root: Path | None) -> boot.Guest:
+    """The guest runs the selftests, on the host's root or its arch's own
+    (@root), from a copy of its own: another run of the same kernel may
+    rebuild them while this guest runs."""
     if opts.only and opts.only.kunit_only():
         return boot.Guest(root=root)  # the kernel restarts before init
     private = rundir / "guest-bin"

@@ -201,6 +201,7 @@ class RunInfo:
     boot: str = ""  # e.g. "kvm" or "tcg"
     note: str = ""  # infrastructure message (no KTAP, boot timeout, ...)
     timings: dict = field(default_factory=dict)  # seconds per step (runner/timings.py)
+    selection: str = ""  # "" for the whole suite, else what was asked for
 
 
 @dataclass

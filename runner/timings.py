@@ -12,9 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from runner.boot import GUEST_MARK
+
 # Steps in the order a run goes through them; each is optional.
 STEPS = (
     ("make", "make"),
+    ("rootfs", "guest root"),
     ("guest_build", "selftests+modules build"),
     ("qemu_start", "vng+QEMU start"),
     ("kernel_boot", "kernel boot"),
@@ -28,8 +31,9 @@ _STAMP = re.compile(rb"^\[\s*(\d+\.\d+)\] (.*)$")
 _INIT = re.compile(rb"^Run \S+ as init process")
 _KTAP = re.compile(rb"^\s*K?TAP version \d+")
 _TOP_RESULT = re.compile(rb"^(?:not )?ok \d+ ")
-_GUEST = b"runner-guest: "
+_GUEST = GUEST_MARK.encode()
 CONSOLE_SCAN_CAP = 64 << 20  # a console bigger than this is timed from its start only
+_LINE_CAP = 4096
 
 
 def guest_stamps(console: Path) -> dict[str, float]:
@@ -42,10 +46,9 @@ def guest_stamps(console: Path) -> dict[str, float]:
     except OSError:
         return out
     with f:
-        for line in f:
+        # readline() with a limit: a line without end is read in pieces.
+        while seen < CONSOLE_SCAN_CAP and (line := f.readline(_LINE_CAP)):
             seen += len(line)
-            if seen > CONSOLE_SCAN_CAP:
-                break
             m = _STAMP.match(line.rstrip(b"\r\n"))
             if not m:
                 continue

@@ -55,18 +55,35 @@ def test_a_step_without_both_ends_is_left_out():
 @given(st.binary(max_size=300), st.integers(min_value=1, max_value=40))
 def test_console_marks_are_found_across_any_read_boundary(noise, cut):
     data = noise + b"\n[ 1.0] runner-guest: done\n" + noise
+    copy = copy_through_pipe(data, cut, io.BytesIO())
+    assert copy.out.getvalue() == data
+    assert "done" in copy.marks and copy.error is None
+
+
+def copy_through_pipe(data: bytes, cut: int, out) -> boot.ConsoleCopy:
     r, w = os.pipe()
-    out = io.BytesIO()
-    marks: dict[str, float] = {}
-    reader = threading.Thread(target=boot._copy_console,
-                              args=(os.fdopen(r, "rb"), out, marks, 0.0))
+    copy = boot.ConsoleCopy(r, out, 0.0)
+    reader = threading.Thread(target=copy.run)
     reader.start()
     for i in range(0, len(data), cut):
         os.write(w, data[i:i + cut])
     os.close(w)
     reader.join(10)
-    assert out.getvalue() == data
-    assert "done" in marks
+    os.close(r)
+    return copy
+
+
+class FullDisk(io.BytesIO):
+    def write(self, b):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_full_disk_keeps_the_pipe_drained_and_is_remembered():
+    # More than a pipe holds: a reader that stopped would block the writer.
+    data = b"x" * (1 << 20) + b"\nrunner-guest: done\n"
+    copy = copy_through_pipe(data, 1 << 16, FullDisk())
+    assert copy.error is not None and copy.error.errno == 28
+    assert "done" in copy.marks
 
 
 def test_everything_selected_is_no_selection():
@@ -150,3 +167,41 @@ def test_streamed_json_report_is_the_whole_document():
     empty = io.StringIO()
     report.write_json_to([], empty)
     assert json.loads(empty.getvalue())["runs"] == []
+
+
+def test_a_line_without_end_is_read_in_pieces(tmp_path):
+    console = tmp_path / "console.log"
+    with open(console, "wb") as f:
+        f.write(b"[    0.5] " + b"x" * (1 << 20) + b"\n[    1.25] Run /init as init process\n")
+    assert timings.guest_stamps(console) == {"init": 1.25}
+
+
+def one_suite_console(tmp_path, tail: str) -> Path:
+    suite = all_suites()[0]
+    lines = ["KTAP version 1", "1..1", "    KTAP version 1", f"    # Subtest: {suite.name}",
+             f"    1..{len(suite.cases)}"]
+    lines += [f"    ok {i} {c}" for i, c in enumerate(suite.cases, 1)]
+    lines += [f"ok 1 {suite.name}", tail]
+    console = tmp_path / "console.log"
+    console.write_text("".join(f"[    1.{i:06d}] {line}\n" for i, line in enumerate(lines)))
+    return console
+
+
+def selected_run(tmp_path, tail: str, completed: bool):
+    suite = all_suites()[0]
+    only = Selection.of([(suite.name, c) for c in suite.cases], declared())
+    info = results.RunInfo(arch="x86_64", variant="default")
+    return pipeline.results_from_console(one_suite_console(tmp_path, tail), info, completed,
+                                         only=only)
+
+
+def test_every_selected_case_passed_then_the_kernel_panicked(tmp_path):
+    run = selected_run(tmp_path, "Kernel panic - not syncing: Fatal exception", False)
+    assert run.verdict().value == "crashed"
+    assert pipeline.guest_trouble(run).startswith(pipeline.GUEST_FINISHED)
+
+
+def test_every_selected_case_passed_and_the_kernel_restarted(tmp_path):
+    run = selected_run(tmp_path, "reboot: Restarting system", True)
+    assert run.verdict().value == "passed"
+    assert pipeline.guest_trouble(run) == ""

@@ -119,7 +119,8 @@ class Bench:
                "outcome": summary(out), "targets": our_timings(results)}
         for t in row["targets"].values():
             steps = t["timings"]
-            inside = sum(steps.get(k, 0) for k in ("make", "guest_build", "boot", "parse"))
+            inside = sum(steps.get(k, 0)
+                         for k in ("make", "rootfs", "guest_build", "boot", "parse"))
             steps["pytest"] = round(seconds - inside, 2)
         self.rows.append(row)
         return row
