@@ -58,8 +58,42 @@ def _require_arch(arch: Arch) -> None:
             f"dpkg --add-architecture {arch.deb_arch} && apt-get update (or .ci/install)")
 
 
-def _versions(arch: Arch) -> list[str]:
-    """pkg=version of every package, as apt would download them now."""
+APT_STATE = (Path("/var/lib/apt/lists"), Path("/etc/apt/preferences"),
+             Path("/etc/apt/preferences.d"))
+
+
+def _apt_state() -> str:
+    """What decides apt's candidate versions: its package lists and pins
+    (names, sizes, mtimes); apt-get update or a new pin changes it."""
+    h = hashlib.sha256()
+    for top in APT_STATE:
+        files = sorted(top.iterdir()) if top.is_dir() else [top]
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _versions(arch: Arch, cache: Path | None = None) -> list[str]:
+    """pkg=version of every package, as apt would download them now
+    (apt-cache takes about 1 s: remembered in @cache per apt state)."""
+    memo = cache / "rootfs" / f"{arch.name}.versions" if cache else None
+    state = _apt_state()
+    if memo and memo.exists():
+        lines = memo.read_text().splitlines()
+        if lines and lines[0] == state:
+            return lines[1:]
+    versions = _apt_versions(arch)
+    if memo:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text("\n".join([state, *versions]) + "\n")
+    return versions
+
+
+def _apt_versions(arch: Arch) -> list[str]:
     names = [f"{p}:{arch.deb_arch}" for p in PACKAGES]
     out = subprocess.run(["apt-cache", "policy", *names], capture_output=True,
                          text=True, check=False).stdout
@@ -115,7 +149,7 @@ def prepare(cache: Path, arch: Arch) -> Path:
     _require_arch(arch)
     with exclusive(cache / "locks" / f"rootfs-{arch.name}.lock"):
         if arch.deb_arch:
-            versions = _versions(arch)
+            versions = _versions(arch, cache)
             make = lambda root: _unpack(arch, versions, root)  # noqa: E731
         else:
             dscs = source_packages.download(cache)

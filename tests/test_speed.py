@@ -205,3 +205,22 @@ def test_every_selected_case_passed_and_the_kernel_restarted(tmp_path):
     run = selected_run(tmp_path, "reboot: Restarting system", True)
     assert run.verdict().value == "passed"
     assert pipeline.guest_trouble(run) == ""
+
+
+def test_the_guest_roots_apt_versions_are_asked_once_per_apt_state(tmp_path, monkeypatch):
+    from runner import rootfs
+    from runner.targets import ARCHES
+
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "Packages").write_text("a")
+    monkeypatch.setattr(rootfs, "APT_STATE", (lists,))
+    asked = []
+    monkeypatch.setattr(rootfs, "_apt_versions",
+                        lambda arch: asked.append(arch) or [f"bash:arm64={len(asked)}"])
+    arm64 = ARCHES["arm64"]
+    assert rootfs._versions(arm64, tmp_path) == ["bash:arm64=1"]
+    assert rootfs._versions(arm64, tmp_path) == ["bash:arm64=1"]
+    (lists / "Packages").write_text("apt-get update")
+    assert rootfs._versions(arm64, tmp_path) == ["bash:arm64=2"]
+    assert len(asked) == 2
