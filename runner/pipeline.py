@@ -212,7 +212,7 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     # Under kunit_shutdown=reboot the kernel restarts before vng's --exec
     # could run (vng then exits 255): the restart line is the finish.
     done = (b.outdir / "guest-done").exists() or (
-        KUNIT_SHUTDOWN in asked and not b.timed_out and _restarted(b.console))
+        KUNIT_SHUTDOWN in asked and not b.timed_out and "restart" in b.marks)
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:
@@ -232,15 +232,6 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     info.timings = steps
     PRINTER.info(f"{target.name}: {timings.line(steps)}")
     return result
-
-
-def _restarted(console: Path) -> bool:
-    """The kernel restarted itself after KUnit (kunit_shutdown=reboot): its
-    console ends with the restart, not a crash."""
-    with open(console, "rb") as f:
-        f.seek(0, 2)
-        f.seek(max(0, f.tell() - 4096))
-        return boot.MARKS["restart"] in f.read()
 
 
 def guest_root(opts: Options, target: Target) -> Path | None:
