@@ -47,23 +47,21 @@ class Selection:
         """Whether the guest runs the selftest program @name (its suite)."""
         return name in self.suites()
 
-    def kunit_only(self, kunit: list[Suite] | None = None) -> bool:
-        names = {s.name for s in (kunit if kunit is not None else all_suites())}
-        return self.suites() <= names
+    def kunit_only(self) -> bool:
+        return self.suites() <= {s.name for s in all_suites()}
 
-    def cmdline(self, kunit: list[Suite] | None = None) -> list[str]:
+    def cmdline(self) -> list[str]:
         """The kernel options that make KUnit run only what was selected."""
-        kunit = kunit if kunit is not None else all_suites()
+        kunit = all_suites()
         mine = self.restrict(kunit)
         out = []
         if not mine:
             out.append(NO_KUNIT)
         elif len(mine) == 1:
-            suite = mine[0]
-            whole = next(s for s in kunit if s.name == suite.name)
-            one = suite.name if suite.cases == whole.cases or len(suite.cases) != 1 \
-                else f"{suite.name}.{suite.cases[0]}"
-            out.append(f"kunit.filter_glob={one}")
-        if self.kunit_only(kunit):
+            # One case of a suite that has more: the case alone.
+            suite, whole = mine[0], next(s for s in kunit if s.name == mine[0].name)
+            one = suite.cases[0] if len(suite.cases) == 1 < len(whole.cases) else ""
+            out.append(f"kunit.filter_glob={suite.name}" + (f".{one}" if one else ""))
+        if self.kunit_only():
             out.append(KUNIT_SHUTDOWN)
         return out
