@@ -7,14 +7,18 @@ on the same lock and read the saved results."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from runner import console_checks, options, pipeline, report, shard, tools
+from runner import console_checks, layout, options, pipeline, report, shard, source, tools
 from runner.errors import UserError
-from runner.kunit_cases import expected_suites, selftest_suite, suites_in, upstream_suites
-from runner.paths import cache_root, new_run_dir
+from runner.kunit_cases import Suite, expected_suites, selftest_suite, suites_in, \
+    upstream_suites
+from runner.paths import CACHE_ENV, cache_path, cache_root, check_dir, new_run_dir
 from runner.results import RunResult, Status, TestResult
 from runner.selection import Selection
 from runner.targets import Target, targets
@@ -79,7 +83,15 @@ def pytest_configure(config: pytest.Config) -> None:
     if workerinput is not None:
         run_dir = Path(config.getoption("results_dir")) / workerinput[RUN_DIR_KEY]
     else:
-        run_dir = str(new_run_dir(config.getoption("results_dir"), "pytest-"))
+        # Bad paths and sources: one usage error before anything is made.
+        try:
+            check_dir(cache_path(config.getoption("cache_dir")), "the cache",
+                      f"point {CACHE_ENV} (or --cache-dir) at a writable directory")
+            options.check_source(config.getoption("kernel_src"),
+                                 config.getoption("kernel_rev"))
+            run_dir = str(new_run_dir(config.getoption("results_dir"), "pytest-"))
+        except UserError as e:
+            raise pytest.UsageError(str(e)) from None
         if config.pluginmanager.hasplugin("xdist"):
             config.pluginmanager.register(_XdistHooks(run_dir), "allocprof-xdist")
             # One worker per kernel: targets build in parallel, and a
@@ -118,6 +130,8 @@ def _targets(config: pytest.Config) -> list[Target]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """--shard K/N: the items of other shards' targets are deselected."""
+    if _SOURCE_ERROR in config.stash:
+        raise pytest.UsageError(config.stash[_SOURCE_ERROR])
     if config.getoption("shard") is None:
         return
     _targets(config)
@@ -139,11 +153,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
               if isinstance(i, KunitItem) and i.target.arch.name not in skipped]
     if not picked or config.option.collectonly:
         return  # nothing will boot
-    opts = _options(config)
     try:
+        opts = _options(config)
         src = opts.source()
-    except UserError:
-        return  # each item reports it
+    except UserError as e:
+        if _is_worker(config):
+            return  # each item reports it: a worker has no one line to give
+        raise pytest.UsageError(str(e)) from None
     upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
     declared = [(s.name, c) for s in expected_suites(upstream) for c in s.cases]
     declared += [(console_checks.SUITE, c.name) for c in console_checks.checks(CONSOLE_CHECKS)]
@@ -193,12 +209,102 @@ class UpstreamSelftestsFile(pytest.File):
         if not any(t for t in self.config.stash[_SHARD]
                    if t.arch.name not in self.config.stash[_SKIPPED_ARCHES]):
             return
-        try:
-            src = _options(self.config).source()
-        except UserError as e:
-            raise pytest.UsageError(str(e)) from None
-        for suite in upstream_suites(src.tree, src.layout.upstream_selftests):
+        if self.config.option.collectonly:
+            suites = self._without_preparing()
+        else:
+            try:
+                src = _options(self.config).source()
+            except UserError as e:
+                if _is_worker(self.config):
+                    raise pytest.UsageError(str(e)) from None
+                # Told in one line once collection is over, not as a
+                # collection error with a traceback.
+                self.config.stash[_SOURCE_ERROR] = str(e)
+                return
+            suites = upstream_suites(src.tree, src.layout.upstream_selftests)
+        for suite in suites:
             yield KunitSuite.from_parent(self, name=suite.name, cases=suite.cases)
+
+    def _without_preparing(self) -> list[Suite]:
+        """--collect-only: the suites read from the source as it is, nothing
+        extracted, cloned or fetched (a Debian package not fetched yet has
+        none to show)."""
+        src, rev = self.config.getoption("kernel_src"), self.config.getoption("kernel_rev")
+        try:
+            if src and not src.startswith(source.PACKAGE_PREFIX):
+                tree = Path(src).expanduser().resolve()
+                if not (tree / ".git").exists():
+                    return _upstream_in(tree)  # a plain tree is only read
+                with tempfile.TemporaryDirectory() as tmp:
+                    _git_selftests(tree, rev or "HEAD", Path(tmp))
+                    return _upstream_in(Path(tmp))
+            tarball = _tarball(self.config, src)
+            if not tarball.exists():
+                self.warn(pytest.PytestWarning(
+                    f"{tarball} is not there yet, so the kernel's own selftests are not "
+                    "listed: a run without --collect-only fetches it"))
+                return []
+            return _tarball_suites(self.config, tarball)
+        except (OSError, subprocess.CalledProcessError, UserError) as e:
+            raise pytest.UsageError(f"--kernel-src {src or source.DEBIAN_TARBALL}: {e}") from None
+
+
+_SOURCE_ERROR = pytest.StashKey[str]()
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _upstream_in(tree: Path) -> list[Suite]:
+    return upstream_suites(tree, layout.upstream_programs(tree))
+
+
+def _git_selftests(repo: Path, rev: str, dest: Path) -> None:
+    """Upstream's selftest directory of @repo at @rev, copied into @dest."""
+    listed = subprocess.run(["git", "-C", str(repo), "ls-tree", "-d", "--name-only", rev,
+                             layout.UPSTREAM_SELFTESTS], capture_output=True, text=True)
+    if listed.returncode != 0:
+        raise UserError(f"unknown revision '{rev}' in {repo}")
+    if not listed.stdout.strip():
+        return  # this kernel ships none
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev,
+                              layout.UPSTREAM_SELFTESTS], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+
+
+def _tarball(config: pytest.Config, src: str | None) -> Path:
+    """The tarball of the default source, or where a Debian package's is
+    kept once fetched (runner/source.py, fetch_package)."""
+    if not src:
+        return source.DEBIAN_TARBALL
+    package = src[len(source.PACKAGE_PREFIX):]
+    return cache_path(config.getoption("cache_dir")) / "debian" / package / f"{package}.tar.xz"
+
+
+def _tarball_suites(config: pytest.Config, tarball: Path) -> list[Suite]:
+    """Upstream's selftests in @tarball, read by streaming it through tar
+    (nothing else is written), and remembered per tarball in the cache."""
+    st = tarball.stat()
+    memo = cache_path(config.getoption("cache_dir")) / "upstream-selftests.json"
+    key = f"{tarball}:{st.st_size}:{st.st_mtime_ns}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        with tempfile.TemporaryDirectory() as tmp:
+            # tar fails when nothing matched: this kernel ships none.
+            subprocess.run(["tar", "-xf", str(tarball), "-C", tmp, "--wildcards",
+                            "--strip-components=1", f"*/{layout.UPSTREAM_SELFTESTS}/*"],
+                           capture_output=True, check=False)
+            known[key] = [[s.name, list(s.cases)] for s in _upstream_in(Path(tmp))]
+        try:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            memo.write_text(json.dumps(known))
+        except OSError:
+            pass  # read again next time
+    return [Suite(tarball, name, tuple(cases)) for name, cases in known[key]]
 
 
 class KunitSuite(pytest.Collector):
@@ -257,11 +363,16 @@ class KunitItem(pytest.Item):
         self.case = case
         self.target = target
 
-    def runtest(self) -> None:
+    def setup(self) -> None:
+        """The kernel's run, shared by its items.  A run that could not be
+        had (or trusted) is an error of the item's setup, never a verdict."""
         try:
-            run = pipeline.get(_options(self.config), self.target)
+            self.run = pipeline.get(_options(self.config), self.target)
         except UserError as e:
             raise KernelTestFailed(f"infrastructure error: {e}") from None
+
+    def runtest(self) -> None:
+        run = self.run
         self.user_properties += [
             ("arch", run.info.arch), ("variant", run.info.variant),
             ("kernel_version", run.info.kernel_version),

@@ -11,13 +11,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from runner.paths import make_dir
+
+
+# An open file descriptor by name: /dev/stdout may lead to a regular file
+# that the shell opened (maybe to append), which must be written through it.
+_FD_PATHS = ("/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/fd/", "/proc/")
+
 
 def _is_special(path: Path) -> bool:
-    """A FIFO, a device or anything under /dev or /proc (/dev/stdout may
-    lead to a regular file): written in place, never replaced by a rename,
-    which would replace the link itself."""
-    if any(str(p).startswith(("/dev/", "/proc/"))
-           for p in (path, path.absolute(), os.path.realpath(path))):
+    """A FIFO, a device, a socket, or a file descriptor by name: written in
+    place, never replaced by a rename. An ordinary file anywhere else,
+    /dev/shm included, is replaced whole."""
+    if any(str(p).startswith(_FD_PATHS) for p in (path, path.absolute())):
         return True
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)
@@ -34,14 +40,15 @@ def _umask() -> int:
 @contextlib.contextmanager
 def open_for_write(path: Path) -> Iterator[TextIO]:
     """A text stream whose content replaces `path` only when the block ends
-    without an error. An OSError names `path`, not the temporary file."""
+    without an error (or an interrupt). An OSError names `path`, not the
+    temporary file."""
     path = Path(path)
     try:
         if _is_special(path):
             with open(path, "w", encoding="utf-8") as f:
                 yield f
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(path.parent, f"{path}: the directory", "write the report elsewhere")
         target = Path(os.path.realpath(path))  # a link to a report stays a link
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:

@@ -162,6 +162,7 @@ def _boot_once(opts: pipeline.Options, c: Config, k: _Kernel, iterations: int,
     b = boot.boot(opts.cache, k.target, k.built.image, rundir, opts.boot_timeout,
                   append=k.target.cmdline + ["kunit.enable=0"] + opts.append, guest=guest,
                   icount=ICOUNT)
+    build.check_booted(k.built, b.console)
     console = b.console.read_text(errors="replace")
     got = figures(console)
     if set(got) != set(LOOPS):

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import kconfig, overlay, tools
+from runner import contracts, kconfig, overlay, tools
 from runner.layout import OUR_SELFTESTS, UPSTREAM_SELFTESTS, upstream_program_name
-from runner.errors import UserError
+from runner.errors import InfraError, UserError
 from runner.lock import exclusive
 from runner.printer import PRINTER
 from runner.paths import ccache_dir
@@ -22,8 +22,14 @@ from runner.source import PreparedSource
 from runner.targets import Target
 
 # Bump when the make targets or flags change, so stamps from before rebuild.
-BUILD_RECIPE = "image+modules/2"
+BUILD_RECIPE = "image+modules/3"
 BUILT_STAMP = ".allocprof-built"  # the fingerprint of the image in a build directory
+# CC for kernel and module builds: ccache, except for sources that embed
+# another file (.incbin), whose bytes ccache's depend mode never sees.
+CCACHE_CC = Path(__file__).resolve().parent / "ccache-cc.sh"
+# The image's identity is part of its banner: "Linux version ... #N SMP ...
+# allocprof-<16 hex digits>" (KBUILD_BUILD_TIMESTAMP; UTS_VERSION holds 64).
+IDENTITY_PREFIX = "allocprof-"
 # Lines that say what went wrong, before make's own "Error N" summaries.
 _ERROR = re.compile(r"(?:^|\s)(?:error|fatal error):|undefined reference|"
                     r"No rule to make target|\*\*\* (?!\[)")
@@ -39,6 +45,7 @@ class Built:
     selftests: Path | None = None  # directory of the built selftest programs
     seconds: float = 0.0  # make's time (0 when the fingerprint matched)
     files: int = 0  # files make built
+    identity: str = ""  # in the banner of this image: what boots must say it
 
     def config(self) -> dict[str, str]:
         return kconfig.read_options(self.build_dir / ".config")
@@ -53,14 +60,16 @@ def build_dir(cache: Path, src: PreparedSource, target: Target) -> Path:
     return cache / "build" / src.key / target.build_name
 
 
-def make_env(target: Target, cache: Path) -> dict[str, str]:
+def make_env(target: Target, cache: Path, identity: str = "") -> dict[str, str]:
+    """@identity: the image's own, in its banner; only init/version*.o
+    differ between two identities."""
     env = dict(os.environ)
     env["ARCH"] = target.arch.kernel_arch
     if target.arch.cross_compile:
         env["CROSS_COMPILE"] = target.arch.cross_compile
-    # Fixed build identity: reproducible images, and ccache hits across
-    # build directories.
-    env["KBUILD_BUILD_TIMESTAMP"] = "allocprof-ktest"
+    # Fixed build identity but for the image's fingerprint: reproducible
+    # images, and ccache hits across build directories.
+    env["KBUILD_BUILD_TIMESTAMP"] = identity or "allocprof-ktest"
     env["KBUILD_BUILD_USER"] = "allocprof"
     env["KBUILD_BUILD_HOST"] = "ktest"
     env["CCACHE_DIR"] = str(ccache_dir(cache))
@@ -83,6 +92,12 @@ def make_env(target: Target, cache: Path) -> dict[str, str]:
 
 def compiler(target: Target) -> str:
     return f"{target.arch.cross_compile}gcc"
+
+
+def cached_compiler(target: Target) -> str:
+    """make's CC: through ccache where it is installed (see CCACHE_CC)."""
+    cc = compiler(target)
+    return f"{CCACHE_CC} {cc}" if shutil.which("ccache") else cc
 
 
 def require_toolchain(target: Target) -> None:
@@ -138,12 +153,15 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         image = bdir / target.arch.image
         stamp = bdir / BUILT_STAMP
         fp = _fingerprint(src, target, bdir)
-        if image.exists() and stamp.exists() and stamp.read_text() == fp:
-            return Built(image, bdir, log, rebuilt=False)
+        done = stamp.read_text().split("\n") if stamp.exists() else []
+        if image.exists() and len(done) == 2 and done[0] == fp:
+            built = Built(image, bdir, log, rebuilt=False, identity=done[1])
+            check_vmlinux(built)
+            return built
         stamp.unlink(missing_ok=True)
-        cc = compiler(target)
-        if shutil.which("ccache"):
-            cc = f"ccache {cc}"
+        identity = IDENTITY_PREFIX + fp[:16]
+        env = make_env(target, cache, identity)
+        cc = cached_compiler(target)
         # "modules" writes Module.symvers, which the helper module needs.
         cmd = ["make", f"O={bdir}", f"-j{jobs or os.cpu_count() or 1}", f"CC={cc}",
                image.name, "modules"]
@@ -165,12 +183,66 @@ def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = N
         if dotconfig_before != (bdir / ".config").read_bytes():
             # make's syncconfig rewrote it: what we asked for must still stick.
             kconfig.check(target, src.tree, bdir, log)
+        built = Built(image, bdir, log, rebuilt=True, seconds=seconds,
+                      files=_files_built(log), identity=identity)
+        check_vmlinux(built)
         # After make: the image is of the .config make left.
-        stamp.write_text(_fingerprint(src, target, bdir))
-        files = _files_built(log)
+        stamp.write_text(f"{_fingerprint(src, target, bdir)}\n{identity}")
         if clean:
-            counted.write_text(str(files))
-        return Built(image, bdir, log, rebuilt=True, seconds=seconds, files=files)
+            counted.write_text(str(built.files))
+        return built
+
+
+def _banner_has(path: Path, identity: str) -> bool:
+    """Whether the file at @path has a "Linux version" banner that ends
+    in @identity (read in pieces: vmlinux is tens of MB)."""
+    want = f" {identity}".encode()
+    tail = b""
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            data = tail + chunk
+            at = data.find(b"Linux version ")
+            while at >= 0:
+                line = data[at:at + 512].split(b"\n", 1)[0]
+                if line.endswith(want) or want + b"\0" in line or want + b" " in line:
+                    return True
+                at = data.find(b"Linux version ", at + 1)
+            tail = data[-600:]
+    return False
+
+
+def check_vmlinux(built: Built) -> None:
+    """The build's vmlinux carries the identity its stamp promises."""
+    vmlinux = built.build_dir / "vmlinux"
+    if not vmlinux.exists() or not _banner_has(vmlinux, built.identity):
+        raise InfraError(f"{vmlinux} does not carry the identity {built.identity} of "
+                         f"this build: delete {built.build_dir} and run again")
+
+
+_BANNER = re.compile(r"Linux version (\S+) .*")
+
+
+def check_booted(built: Built, console: Path) -> str:
+    """The kernel that booted is the one just built: its banner on the
+    console carries this build's identity.  Returns the banner; raises
+    InfraError on another kernel's banner.  No banner at all is a kernel
+    that died before printing it: its results say so."""
+    with open(console, "rb") as f:
+        for raw in f:
+            if b"Linux version " not in raw:
+                continue
+            line = raw.decode("utf-8", "replace").strip()
+            m = _BANNER.search(line)
+            if not m:
+                continue
+            banner = m.group(0)
+            if not re.search(rf"\s{re.escape(built.identity)}(?:\s|$)", banner):
+                raise InfraError(
+                    f"the kernel that booted is not the one just built: its banner is "
+                    f"'{banner[:200]}', the build in {built.build_dir} is {built.identity}; "
+                    f"delete that directory and run again")
+            return banner
+    return ""
 
 
 PROGRESS_EVERY = 30.0  # seconds between two progress lines of a build
@@ -240,6 +312,10 @@ def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Bui
     out = built.build_dir / "selftests" / "alloc_tag"
     cc = compiler(target)
     hdr = _headers(cache, src, target, built)
+    # The tree's contracts beside our selftests' sources, so that plain
+    # "make run_tests" in the tree installs them too (TEST_FILES).
+    contract = contracts.text(contracts.read(src.tree, src.layout))
+    overlay.write_if_changed(src.tree / OUR_SELFTESTS / contracts.CONTRACT_FILE, contract)
     sources = [OUR_SELFTESTS] + ([UPSTREAM_SELFTESTS] if src.layout.upstream_selftests else [])
     stamp = built.build_dir / ".allocprof-selftests"
     # Userspace programs: the kernel's own rebuilds leave them as they are.
@@ -264,6 +340,7 @@ def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Bui
         cmd = ["make", "-C", str(src.tree / rel), f"-j{os.cpu_count() or 1}", f"OUTPUT={dest}",
                f"CC={cc}", "LDFLAGS=-static", f"KHDR_INCLUDES=-isystem {hdr}", "all"]
         _make(cmd, None, env, built.build_dir / logname, f"{what} for {target.name}")
+    (out / contracts.CONTRACT_FILE).write_text(contract)
     for prog in src.layout.upstream_selftests:
         # Upstream's programs run beside ours, named as their suites are.
         shutil.copy2(built.build_dir / "selftests" / "upstream" / prog,
@@ -316,9 +393,7 @@ def build_test_module(cache: Path, src: PreparedSource, target: Target, built: B
     if all(m.exists() for m in modules) and stamp.exists() and stamp.read_text() == fp:
         return ko
     stamp.unlink(missing_ok=True)
-    cc = compiler(target)
-    if shutil.which("ccache"):
-        cc = f"ccache {cc}"
+    cc = cached_compiler(target)
     cmd = ["make", "-C", str(src.tree), f"O={built.build_dir}", f"M={mdir}", f"CC={cc}",
            "modules"]
     _make(cmd, None, make_env(target, cache), log, f"helper module build for {target.name}")

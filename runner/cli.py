@@ -4,14 +4,17 @@ distributed runs matrix, merge and export."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from runner import exits, kcidb, ktap, matrix, merge, options, pipeline, report, shard, \
     source, tools
-from runner.errors import EXIT_ERROR, EXIT_INTERRUPTED, UserError
+from runner.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, \
+    InfraError, UserError
 from runner.paths import cache_root, new_run_dir
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
 from runner.targets import HOST_ARCH, Target, targets
@@ -35,10 +38,12 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
 
 def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
     try:
+        if sys.stdout is None:  # started with it closed (`>&-`)
+            raise BrokenPipeError
         report.summary(runs, sys.stdout, verbose=not args.quiet)
         sys.stdout.flush()
     except BrokenPipeError:
-        exits.stdout_gone()  # `| head`: the reports and the verdict still count
+        exits.stdout_gone()  # `| head`: the reports are still written, then 141
     if args.junit:
         report.write_junit(runs, args.junit)
     if args.json:
@@ -61,6 +66,7 @@ def _runnable(args: argparse.Namespace) -> list[Target]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     runnable = _runnable(args)  # a bad option leaves no run directory behind
+    options.check_source(args.kernel_src, args.kernel_rev)
     cache = cache_root(args.cache_dir)
     results_dir = new_run_dir(args.results_dir or "results")
     opts = pipeline.Options(cache=cache, results_dir=results_dir,
@@ -79,6 +85,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from runner import build
 
     runnable = _runnable(args)  # a bad option prepares no source
+    options.check_source(args.kernel_src, args.kernel_rev)
     cache = cache_root(args.cache_dir)
     src = source.prepare(cache, args.kernel_src, args.kernel_rev)
     seen = set()
@@ -89,6 +96,42 @@ def cmd_build(args: argparse.Namespace) -> int:
         b = build.build(cache, src, t, args.jobs)
         print(f"{t.build_name}: {b.image} ({'rebuilt' if b.rebuilt else 'up to date'})")
     return 0
+
+
+def cmd_contracts(args: argparse.Namespace) -> int:
+    """The contracts of a kernel tree, as the tests will hold it to them."""
+    from runner import contracts
+
+    if args.table:
+        print(contracts.table(), end="")
+        return 0
+    src = source.prepare(cache_root(args.cache_dir), args.kernel_src, args.kernel_rev)
+    print(f"# {src.source_id} ({src.version})")
+    print(contracts.text(contracts.read(src.tree, src.layout)), end="")
+    return 0
+
+
+def cmd_faults(args: argparse.Namespace) -> int:
+    """Each fault of tests/faults/ must be killed, the untouched tree green."""
+    from runner import faults
+
+    chosen = faults.load(only=[o for o in (args.only or "").split(",") if o])
+    arch = args.arch.split(",")[0] if args.arch else "x86_64"
+    opts = pipeline.Options(cache=cache_root(args.cache_dir),
+                            results_dir=new_run_dir(args.results_dir or "results", "faults-"),
+                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
+                            jobs=args.jobs, boot_timeout=args.boot_timeout, append=args.append)
+    started = time.monotonic()
+    outcomes = faults.run_all(opts, chosen, arch)
+    table = faults.table(outcomes)
+    (opts.results_dir / "faults.md").write_text(table)
+    print(table, end="")
+    alive = [o.fault.name for o in outcomes if o.fault and not o.killed]
+    dirty = [o.target.name for o in outcomes if not o.fault and o.killed]
+    print(f"faults: {len(outcomes) - len([o for o in outcomes if not o.fault])} faults, "
+          f"{len(alive)} not killed, untouched tree {'FAILS' if dirty else 'green'}, "
+          f"{time.monotonic() - started:.0f} s; results: {opts.results_dir}")
+    return 0 if not alive and not dirty else 1
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
@@ -127,6 +170,9 @@ def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
 
 def cmd_parse(args: argparse.Namespace) -> int:
     _check_report_paths(args)
+    if args.file == "-" and sys.stdin is None:
+        raise UserError("standard input is closed: give a console log file, or pipe one "
+                        "into `runner parse -`")
     try:
         parsed = (ktap.parse_stream(sys.stdin.buffer) if args.file == "-"
                   else ktap.parse_file(args.file))
@@ -148,28 +194,32 @@ def cmd_matrix(args: argparse.Namespace) -> int:
             raise UserError(f"--shards '{args.shards}' is not a number of shards: give a "
                             "whole number from 1, e.g. --shards 3")
     m = matrix.plan(args.arch, args.variant, args.boot_variant, count)
-    print(matrix.FORMATS[args.format](m))
+    exits.out(matrix.FORMATS[args.format](m))
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".xml", ".json"):
-        raise UserError(f"{out}: name the merged report OUT.xml (JUnit) or OUT.json (JSON)")
-    kind, inputs = merge.read_all([Path(p) for p in args.inputs])
-    if kind == "junit":
-        if out.suffix != ".xml":
-            raise UserError(f"{out}: JUnit inputs merge into JUnit: name it {out.stem}.xml")
-        doc = merge.merge_junit(inputs)
-        t = merge.junit_totals(doc)
-        merge.write_junit(doc, out)
-        print(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
-              f"{t.skipped} skipped, from {len(inputs)} reports")
-        return 0 if t.ok else 1
-    runs = merge.merge_runs(inputs)
+        raise UserError(f"{out}: name the merged report OUT.xml (JUnit) or OUT.json (JSON), "
+                        "first, then the reports to merge")
+    paths = [Path(p) for p in args.inputs]
+    merge.check_out(out, paths, args.force,
+                    "name the merged report first, then the inputs (runner merge OUT IN...)")
+    with merge.opened(paths) as (kind, inputs):
+        if kind == "junit":
+            if out.suffix != ".xml":
+                raise UserError(f"{out}: JUnit inputs merge into JUnit: name it {out.stem}.xml")
+            doc = merge.merge_junit(inputs)
+            t = doc.totals()
+            merge.write_junit(doc, out)
+            exits.out(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
+                      f"{t.skipped} skipped, from {len(inputs)} reports")
+            return 0 if t.ok else 1
+        runs = merge.merge_runs(inputs)
     args.junit, args.json = (out, None) if out.suffix == ".xml" else (None, out)
     rc = _write_reports(runs, args)
-    print(f"{out}: {len(runs)} runs, from {len(inputs)} reports")
+    exits.out(f"{out}: {len(runs)} runs, from {len(inputs)} reports")
     return rc
 
 
@@ -185,20 +235,21 @@ def _latest_run(results_dir: Path) -> Path:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if not kcidb.valid_origin(args.origin):
-        raise UserError(f"--origin '{args.origin}' is not a KCIDB origin: use lowercase "
+        raise UserError(f"--origin {args.origin!r} is not a KCIDB origin: use lowercase "
                         "letters, digits and '_' only, e.g. allocprof_ktest")
     sources = args.json or [_latest_run(Path(args.results_dir or "results"))]
     paths = [f for s in sources for f in merge.results_files(Path(s))]
-    kind, inputs = merge.read_all(paths)
-    if kind != "json":
-        raise UserError(f"{paths[0]} is JUnit: export reads the JSON reports "
-                        "(runner run --json, or a run directory)")
-    runs = merge.merge_runs(inputs)
+    merge.check_out(args.kcidb, paths, args.force, "give --kcidb a new file")
+    with merge.opened(paths) as (kind, inputs):
+        if kind != "json":
+            raise UserError(f"{paths[0]} is JUnit: export reads the JSON reports "
+                            "(runner run --json, or a run directory)")
+        runs = merge.merge_runs(inputs)
     data = kcidb.export(runs, args.origin)
     kcidb.write(data, args.kcidb)
-    print(f"{args.kcidb}: KCIDB {data['version']['major']}.{data['version']['minor']}: "
-          f"{len(data['checkouts'])} checkouts, {len(data['builds'])} builds, "
-          f"{len(data['tests'])} tests, from {len(runs)} runs")
+    exits.out(f"{args.kcidb}: KCIDB {data['version']['major']}.{data['version']['minor']}: "
+              f"{len(data['checkouts'])} checkouts, {len(data['builds'])} builds, "
+              f"{len(data['tests'])} tests, from {len(runs)} runs")
     return 0
 
 
@@ -210,6 +261,12 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     repo = Path(args.kernel_src).expanduser().resolve()
     if not (repo / ".git").exists():
         raise UserError(f"--kernel-src {repo} is not a git tree")
+    first = args.base if args.series else args.good
+    top = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", first or "HEAD",
+                          "Makefile", "Kconfig"], capture_output=True, text=True, check=False)
+    if top.returncode == 0 and len(top.stdout.split()) < 2:  # (an unknown one is told below)
+        raise UserError(f"--kernel-src {repo} is not a kernel tree at {first or 'HEAD'} (no "
+                        "Makefile and Kconfig at its top): give a Linux git tree")
     cache = cache_root(args.cache_dir)
     if args.series:
         if not args.base:
@@ -231,12 +288,12 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     b = bisect.Bisector(opts, tlist[0], patterns, repo)
     try:
         result = b.run(good, bad)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("runner: bisect interrupted; the user's tree was never touched and "
               f"the bisect clone {b.clone()} was reset", file=sys.stderr)
         subprocess.run(["git", "-C", str(b.clone()), "bisect", "reset"],
                        capture_output=True, check=False)
-        return 130
+        return EXIT_TERMINATED if isinstance(e, exits.Terminated) else EXIT_INTERRUPTED
     result["series"] = bool(args.series)
     bisect.write_outputs(result, args.json)
     return 0
@@ -248,6 +305,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     arch = args.arch or HOST_ARCH
     if args.iterations < 1 or args.repeat < 1:
         raise UserError("--iterations and --repeat must be at least 1")
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        # Before the first build, not after the last boot.
+        raise UserError("--plot needs matplotlib: pip install matplotlib (or .ci/install)")
     if args.iterations > bench.MAX_ITERATIONS:
         raise UserError(f"--iterations {args.iterations} is above {bench.MAX_ITERATIONS}, "
                         "the benchmark module's limit (its parameter is an unsigned int)")
@@ -256,6 +316,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if len(wanted) != 1:
         raise UserError("bench runs one arch at a time")
     tools.split_available(wanted, explicit=True)
+    options.check_source(args.kernel_src, args.kernel_rev)
     results_dir = new_run_dir(args.results_dir or "results", "bench-")
     opts = pipeline.Options(cache=cache_root(args.cache_dir), results_dir=results_dir,
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
@@ -298,6 +359,20 @@ def build_parser() -> argparse.ArgumentParser:
     bis.add_argument("--results-dir", help="where steps are kept (default: ./results)")
     bis.set_defaults(func=cmd_bisect)
 
+    co = sub.add_parser("contracts", help="what a kernel tree promises, read from its code "
+                        "(runner/contracts.py)")
+    _add_source_options(co)
+    co.add_argument("--table", action="store_true",
+                    help="print the records as the README's table instead")
+    co.set_defaults(func=cmd_contracts)
+
+    fa = sub.add_parser("faults", help="apply each kernel fault of tests/faults/ and show "
+                        "which items kill it")
+    _add_kernel_options(fa)
+    fa.add_argument("--only", help="comma-separated fault names or number prefixes (01,07)")
+    fa.add_argument("--results-dir", help="where runs are kept (default: ./results)")
+    fa.set_defaults(func=cmd_faults)
+
     be = sub.add_parser("bench", help="allocation overhead per configuration, "
                                       "as in the series' cover letter")
     _add_source_options(be)
@@ -334,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "JSON (ours; an OUT.xml is then written as runner run does)")
     mg.add_argument("-q", "--quiet", action="store_true", default=True,
                     help=argparse.SUPPRESS)
+    mg.add_argument("--force", action="store_true",
+                    help="replace OUT if it exists (by default an existing OUT is refused: "
+                         "a forgotten OUT would take the first report's place)")
     mg.set_defaults(func=cmd_merge)
 
     ex = sub.add_parser("export", help="write a run in another system's schema")
@@ -345,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--origin", default=kcidb.ORIGIN,
                     help="KCIDB origin, the prefix of every id (default: %(default)s)")
     ex.add_argument("--results-dir", help="where runs are kept (default: ./results)")
+    ex.add_argument("--force", action="store_true", help="replace the --kcidb file if it exists")
     ex.set_defaults(func=cmd_export)
     return p
 
@@ -354,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     usage or environment error, 3 a bug in the runner, 130 interrupted."""
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with exits.signals():  # SIGTERM like Ctrl-C
+            return exits.verdict(args.func(args))
+    except InfraError as e:
+        # Not a verdict on the kernel: the run could not be trusted.
+        print(f"runner: infrastructure error: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
     except UserError as e:
         print(f"runner: error: {e}", file=sys.stderr)
         return EXIT_ERROR
@@ -363,9 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         # e.g. ENOSPC or EACCES on the cache, results directory or a report.
         return exits.os_error(e)
-    except KeyboardInterrupt:
-        print("runner: interrupted; the next run picks up where this one stopped",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (exits.Terminated)
+        return exits.interrupted(e, resumable=args.command in ("run", "build", "bench"))
     except Exception as e:
         return exits.internal_error(e)

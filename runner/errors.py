@@ -15,4 +15,5 @@ EXIT_FAILED = 1  # a test failed or crashed: a verdict on the kernel
 EXIT_ERROR = 2  # usage or environment error, printed as one line
 EXIT_INTERNAL = 3  # a bug in the runner: one line, the traceback saved to a file
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM, e.g. a CI timeout (128 + SIGTERM)
 EXIT_BROKEN_PIPE = 141  # standard output closed early, e.g. by `| head` (128 + SIGPIPE)

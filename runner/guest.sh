@@ -30,12 +30,24 @@ if [ -n "${ALLOCPROF_BENCH_MODULE:-}" ]; then
 	cat /proc/meminfo > "$out/meminfo"
 fi
 if [ -n "$selftests" ] && [ -d "$selftests" ]; then
+	# Quiet memory for exact counts: kcompactd compacts on its own only
+	# when proactive compaction is on.
+	[ -w /proc/sys/vm/compaction_proactiveness ] &&
+		echo 0 > /proc/sys/vm/compaction_proactiveness
 	for t in "$selftests"/*_test; do
 		[ -x "$t" ] || continue
 		name=$(basename "$t")
 		mark "running selftest $name"
+		state=$(cat /proc/sys/vm/mem_profiling 2>/dev/null)
 		(cd "$selftests" && timeout 120 "$t") > "$out/selftest-$name.ktap" 2>&1
 		echo "exit=$?" >> "$out/selftest-$name.exit"
+		# A program leaves vm.mem_profiling as it found it: say so if
+		# not (a console check fails on it), and restore it for the next.
+		now=$(cat /proc/sys/vm/mem_profiling 2>/dev/null)
+		if [ "$state" != "$now" ]; then
+			mark "$name left vm.mem_profiling at $now (was $state)"
+			echo "$state" > /proc/sys/vm/mem_profiling
+		fi
 	done
 fi
 for dir in /sys/kernel/debug/kunit/*/; do

@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 
 from runner.atomic import open_for_write
+from runner.errors import UserError
+from runner.merge import source_of
 from runner.results import RunResult, Status
 from runner.targets import ARCHES, BOOT_VARIANTS
 
@@ -30,13 +32,23 @@ STATUS = {
 }
 PATH_ROOT = "allocprof"  # every test path starts here: allocprof.<suite>.<case>
 LOG_EXCERPT_MAX = 16384  # characters, the schema's limit
-_ORIGIN = re.compile(r"^[a-z0-9_]+$")
+_ORIGIN = re.compile(r"[a-z0-9_]+")
 _NOT_PATH = re.compile(r"[^a-zA-Z0-9_-]+")
+_NOT_ARCH = re.compile(r"[^a-z0-9_]+")  # the schema's architecture: ^[a-z0-9_]*$
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _GIT = re.compile(r"^git:([0-9a-f]{40})\b")
 
 
 def valid_origin(origin: str) -> bool:
-    return bool(_ORIGIN.match(origin))
+    """The whole of @origin (a "$" would also match before a final newline)."""
+    return bool(_ORIGIN.fullmatch(origin))
+
+
+def _architecture(arch: str) -> str:
+    """KCIDB names the kernel's ARCH= (riscv, not riscv64); "" for a run
+    that does not say (runner parse without --arch)."""
+    known = ARCHES.get(arch)
+    return _NOT_ARCH.sub("_", known.kernel_arch if known else arch.lower()).strip("_")
 
 
 def _split_label(label: str) -> tuple[str, str]:
@@ -53,8 +65,10 @@ def _path(*names: str) -> str:
 
 
 def _clean(value):
-    """No NUL anywhere: the schema forbids it in every string."""
+    """No NUL anywhere (the schema forbids it in every string), and no lone
+    surrogate (which no UTF-8 JSON reader takes)."""
     if isinstance(value, str):
+        value = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
         return value.replace("\0", "\\x00")
     if isinstance(value, dict):
         return {k: _clean(v) for k, v in value.items()}
@@ -64,7 +78,7 @@ def _clean(value):
 
 
 def _excerpt(lines: list[str]) -> str:
-    text = "\n".join(lines)
+    text = _clean("\n".join(lines))  # cleaning may lengthen it: before the cut
     if len(text) <= LOG_EXCERPT_MAX:
         return text
     cut = "\n[... cut to the schema's limit]"
@@ -72,7 +86,7 @@ def _excerpt(lines: list[str]) -> str:
 
 
 def _short(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
@@ -83,7 +97,7 @@ def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
     incidents: list[dict] = []
     for run in runs:
         info = run.info
-        source = info.source_id or f"console:{info.console or '-'}"
+        source = source_of(info)
         checkout_id = f"{origin}:{source}"
         if checkout_id not in checkouts:
             checkout = {"id": checkout_id, "origin": origin, "valid": True,
@@ -93,15 +107,15 @@ def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
                 checkout["git_commit_hash"] = git.group(1)
             checkouts[checkout_id] = checkout
         variant, boot = _split_label(info.variant)
-        arch = ARCHES.get(info.arch)
         build_id = f"{checkout_id}:{info.arch}-{variant}"
-        builds.setdefault(build_id, {
-            "id": build_id, "origin": origin, "checkout_id": checkout_id,
-            # KCIDB names the kernel's ARCH= (riscv, not riscv64).
-            "architecture": _NOT_PATH.sub("_", arch.kernel_arch if arch else info.arch).lower(),
-            "config_name": variant, "status": "PASS",
-            "misc": {"arch": info.arch, "variant": variant},
-        })
+        if build_id not in builds:
+            builds[build_id] = {
+                "id": build_id, "origin": origin, "checkout_id": checkout_id,
+                "config_name": variant, "status": "PASS",
+                "misc": {"arch": info.arch, "variant": variant},
+            }
+            if _architecture(info.arch):
+                builds[build_id]["architecture"] = _architecture(info.arch)
         for leaf in run.leaves():
             r = leaf.result
             test_id = f"{build_id}:{info.variant}:{'/'.join(leaf.path)}"
@@ -138,6 +152,23 @@ def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
     return _clean(data)
 
 
+def validate(data: dict) -> None:
+    """@data against kcidb-io's schema; a one-line UserError if it fails."""
+    import jsonschema
+    import kcidb_io
+
+    schema = kcidb_io.schema.LATEST
+    try:
+        schema.validate(data)
+    except jsonschema.exceptions.ValidationError as e:
+        what = e.message if len(e.message) <= 160 else e.message[:150] + "... (cut)"
+        raise UserError(f"the export does not validate against KCIDB {schema.major}."
+                        f"{schema.minor} (kcidb-io) at {e.json_path}: {what}; nothing was "
+                        "written: correct that field of the input report") from None
+
+
 def write(data: dict, path: Path) -> None:
+    """@data, checked with kcidb-io first: an invalid export is never written."""
+    validate(data)
     with open_for_write(path) as f:
         json.dump(data, f, indent=1, allow_nan=False)

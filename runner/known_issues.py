@@ -1,11 +1,12 @@
 """Known kernel bugs (kernel/known-issues.txt): a failure they fully
 explain becomes an expected failure, on the kernels that have the bug.
 
-Each entry carries its condition: a version range and, where the fix is
-known, a probe of the kernel source (a string a file of the tree has, or
-lacks).  A kernel with the fix fails as it should, and a failure read
-without its source (runner parse) is never excused by a probe it could
-not make.
+Each entry carries its condition: a version range that closes at the
+first release known to have the fix, and a probe of the kernel source
+for the buggy code itself.  A failure is excused only if every one of its
+diagnostic lines fullmatches the entry's line pattern: any other line, or
+a failure with no diagnostics, stays a failure.  A failure read without
+its source (runner parse) is never excused by a probe it could not make.
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ class Probe:
 
     @classmethod
     def parse(cls, spec: str) -> Probe | None:
+        """@text may spell a newline \\n and a tab \\t: the buggy code
+        is often more than one line."""
         if spec in ("", "-"):
             return None
         present = not spec.startswith("!")
         path, sep, text = spec.lstrip("!").partition(":")
         if not sep or not text:
             raise ValueError(f"bad source probe '{spec}': use path:text or !path:text")
-        return cls(path, text, present)
+        return cls(path, text.replace("\\n", "\n").replace("\\t", "\t"), present)
 
     def holds(self, tree: Path | None) -> bool:
         if tree is None:
@@ -52,15 +55,37 @@ class Probe:
 class KnownIssue:
     glob: str
     first: tuple[int, ...]
-    last: tuple[int, ...] | None
+    fixed: tuple[int, ...] | None  # the first release known to have the fix
     probe: Probe | None
-    diagnostic: re.Pattern
+    line: re.Pattern  # every diagnostic line must fullmatch it
     evidence: str
 
     def covers(self, version: str, tree: Path | None = None) -> bool:
         v = version_tuple(version)
-        in_range = v >= self.first and (self.last is None or v <= self.last)
+        in_range = v >= self.first and (self.fixed is None or v < self.fixed)
         return in_range and (self.probe is None or self.probe.holds(tree))
+
+    def explains(self, diagnostics: list[str]) -> bool:
+        return bool(diagnostics) and all(self.line.fullmatch(d) for d in diagnostics)
+
+
+# The kselftest harness's own lines around a failing case's diagnostics.
+HARNESS = r"#?\s*RUN\s+global\.\S+ \.\.\.|#?\s*FAIL\s+global\.\S+|\S+: Test failed"
+
+
+def _line_pattern(rx: str) -> re.Pattern:
+    """The entry's line regex; a diagnostic's leading "# " is the KTAP
+    marker, not the kernel's text."""
+    return re.compile(r"(?:# ?)?(?:" + rx.replace("{harness}", HARNESS) + r")\s*")
+
+
+def _range(versions: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """"first..<fixed" or "first..*" (no release with the fix yet)."""
+    first, sep, end = versions.partition("..")
+    end = end.strip()
+    if not sep or not (end == "*" or end.startswith("<")):
+        raise ValueError(f"bad version range '{versions}': use FIRST..<FIXED or FIRST..*")
+    return version_tuple(first), None if end == "*" else version_tuple(end[1:])
 
 
 def load(path: Path | None = None) -> list[KnownIssue]:
@@ -69,10 +94,9 @@ def load(path: Path | None = None) -> list[KnownIssue]:
         if not line.strip() or line.startswith("#"):
             continue
         glob, versions, probe, rx, evidence = (p.strip() for p in line.split(" | ", 4))
-        first, _, last = versions.partition("..")
-        out.append(KnownIssue(glob, version_tuple(first),
-                              None if last.strip() in ("", "*") else version_tuple(last),
-                              Probe.parse(probe), re.compile(rx, re.S | re.M), evidence))
+        first, fixed = _range(versions)
+        out.append(KnownIssue(glob, first, fixed, Probe.parse(probe), _line_pattern(rx),
+                              evidence))
     return out
 
 
@@ -89,7 +113,7 @@ def apply(run: RunResult, issues: list[KnownIssue] | None = None,
             if not (fnmatch.fnmatch(test_id, issue.glob)
                     and issue.covers(run.info.kernel_version, tree)):
                 continue
-            if r.diagnostics and issue.diagnostic.search("\n".join(r.diagnostics)):
+            if issue.explains(r.diagnostics):
                 r.status = Status.XFAIL
                 r.reason = f"known kernel bug: {issue.evidence}"
                 break

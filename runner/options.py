@@ -6,22 +6,33 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
+from runner.errors import UserError
+from runner.layout import MIN_VERSION
+from runner.source import PACKAGE_PREFIX
 from runner.targets import ARCHES, BOOT_VARIANTS, VARIANTS
 
 TCG_TIMEOUT = 900.0
 
 
-def positive_int(text: str) -> int:
+MAX_JOBS = 4096  # make jobs: more than any machine has CPUs
+
+
+def positive_int(text: str, most: int = MAX_JOBS) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    if v > most:
+        raise argparse.ArgumentTypeError(f"{text[:30]} is more than {most}: give at most "
+                                         f"{most} (or leave it out for all CPUs)")
     return v
 
 
@@ -36,11 +47,13 @@ def positive_seconds(text: str) -> float:
 
 
 def name_list(text: str) -> str:
-    """A comma-separated list that names at least one thing."""
-    if not [n for n in text.split(",") if n.strip()]:
+    """A comma-separated list that names at least one thing, each once
+    ("x86_64,x86_64" is "x86_64": one target, one set of items)."""
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
         raise argparse.ArgumentTypeError(f"'{text}' names nothing: give comma-separated "
                                          "names, or leave the option out for the default")
-    return text
+    return ",".join(names)
 
 
 @dataclass(frozen=True)
@@ -91,10 +104,48 @@ SOURCE = (
 )
 
 
+_PACKAGE = re.compile(r"linux-source-(\d+)\.(\d+)")
+
+
+def check_source(src: str | None, rev: str | None) -> None:
+    """What can be told of --kernel-src and --kernel-rev without reading a
+    tree or the network: source.prepare() says the rest."""
+    if not src:
+        if rev:
+            raise UserError("--kernel-rev needs --kernel-src (a git tree)")
+        return
+    if src.startswith(PACKAGE_PREFIX):
+        name = src[len(PACKAGE_PREFIX):]
+        m = _PACKAGE.fullmatch(name)
+        if m is None:
+            raise UserError(f"--kernel-src {src}: not a Debian kernel source package; use "
+                            "debian:linux-source-X.Y (e.g. debian:linux-source-7.3)")
+        if (int(m.group(1)), int(m.group(2))) < MIN_VERSION:
+            raise UserError(f"--kernel-src {src} is older than 6.10, which merged memory "
+                            "allocation profiling: pick debian:linux-source-6.12 or newer")
+        if rev:
+            raise UserError(f"--kernel-rev needs a git --kernel-src, not {src}")
+        return
+    path = Path(src).expanduser()
+    if not path.is_dir():
+        raise UserError(f"--kernel-src {src}: no such directory (give a kernel tree, or "
+                        "debian:linux-source-X.Y)")
+    if rev and not (path / ".git").exists():
+        raise UserError(f"--kernel-rev given but {src} is not a git tree")
+
+
+# What argparse takes for a negative number, and so for a value rather than
+# an option: also "-1/3", so that `--shard -1/3` gets --shard's own error.
+_NEGATIVE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+/\d+$")
+
+
 def add_to(add: Callable[..., Any], opts: tuple[Opt, ...]) -> None:
     """Adds @opts through argparse's add_argument or pytest's addoption.
 
     pytest reserves short options for itself, so it gets the long ones."""
+    parser = getattr(add, "__self__", None)
+    if isinstance(parser, argparse.ArgumentParser):
+        parser._negative_number_matcher = _NEGATIVE
     for o in opts:
         flags = o.flags if add.__name__ == "add_argument" else o.flags[-1:]
         add(*flags, dest=o.dest, **o.spec())

@@ -12,9 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import boot, build, console_checks, known_issues, ktap, rootfs, source, timings
-from runner.errors import UserError
-from runner.kunit_cases import Suite, expected_suites, selftest_suites, upstream_suites
+from runner import (boot, build, console_checks, contracts, known_issues, ktap, rootfs, skips,
+                    source, timings)
+from runner.errors import InfraError, UserError
+from runner.kunit_cases import (Suite, all_suites, expected_suites, selftest_suites,
+                                upstream_suites)
 from runner.lock import exclusive
 from runner.selection import KUNIT_SHUTDOWN, Selection
 from runner.options import TCG_TIMEOUT
@@ -208,7 +210,9 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     info = RunInfo(arch=target.arch.name, variant=target.label,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel,
-                   selection=f"{len(opts.only.cases)} cases asked for" if opts.only else "")
+                   selection=f"{len(opts.only.cases)} cases asked for" if opts.only else "",
+                   kernel=build.check_booted(built, b.console),
+                   contracts=contracts.read(src.tree, src.layout))
     # Under kunit_shutdown=reboot the kernel restarts before vng's --exec
     # could run (vng then exits 255): the restart line is the finish.
     done = (b.outdir / "guest-done").exists() or (
@@ -224,6 +228,9 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     started = time.monotonic()
     result = results_from_console(b.console, info, done, b.outdir, feature, upstream, src.tree,
                                   opts.only)
+    facts = skips.Facts(cfg, info.contracts, skips.boot_option(target.cmdline + opts.append),
+                        target.arch.name)
+    skips.check(result, facts, {s.name for s in all_suites() + selftest_suites()})
     steps = {"make": round(built.seconds, 2), "make_files": built.files,
              "rootfs": round(rootfs_time, 2), "guest_build": round(guest_build, 2),
              "boot": round(b.seconds, 2)}
@@ -277,13 +284,14 @@ def get(opts: Options, target: Target) -> RunResult:
             return RunResult.from_dict(json.loads(saved.read_text()))
         failure = rundir / "infra-error.txt"
         if failure.exists():
-            raise UserError(failure.read_text().strip())
+            kind, _, text = failure.read_text().strip().partition("\n")
+            raise (InfraError if kind == "infra" else UserError)(text)
         rundir.mkdir(parents=True, exist_ok=True)
         try:
             result = execute(opts, target, rundir)
         except UserError as e:
             # Remembered so every worker reports it, without retrying.
-            failure.write_text(str(e))
+            failure.write_text(f"{'infra' if isinstance(e, InfraError) else 'user'}\n{e}")
             raise
         saved.write_text(json.dumps(result.to_dict(), indent=1))
         return result

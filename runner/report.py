@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
-from xml.sax.saxutils import escape, quoteattr
+from xml.etree import ElementTree as ET
+
+import junit_xml
 
 from runner.atomic import open_for_write
 from runner.results import RunResult, Status, TestResult, totals
@@ -35,7 +37,6 @@ _JUNIT = {
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _NOT_TERMINAL = re.compile(
     "[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-_ATTR_ENTITIES = {"\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
 
 
 def _visible(m: re.Match) -> str:
@@ -44,12 +45,9 @@ def _visible(m: re.Match) -> str:
     return f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}"
 
 
-def _xml_text(text: str) -> str:
-    return escape(_NOT_XML.sub(_visible, text))
-
-
-def _xml_attr(text: str) -> str:
-    return quoteattr(_NOT_XML.sub(_visible, text), _ATTR_ENTITIES)
+def _xml_clean(text: str) -> str:
+    """@text without what XML 1.0 forbids: shown as escapes, not dropped."""
+    return _NOT_XML.sub(_visible, text)
 
 
 def terminal_safe(text: str, encoding: str | None = "utf-8") -> str:
@@ -127,24 +125,38 @@ def junit_suites(runs: list[RunResult]) -> list[JunitSuite]:
     return suites
 
 
-def _write_case(case: JunitCase, out: TextIO) -> None:
+def _junit_case(case: JunitCase) -> junit_xml.TestCase:
     r = case.result
-    seconds = _seconds(r.duration)
-    time = f" time={_xml_attr(f'{seconds:f}')}" if seconds else ""
-    out.write(f"\t\t<testcase name={_xml_attr(case.name)} "
-              f"classname={_xml_attr(case.classname)}{time}>\n")
+    tc = junit_xml.TestCase(_xml_clean(case.name), classname=_xml_clean(case.classname),
+                            elapsed_sec=_seconds(r.duration) or None,
+                            stdout=_xml_clean("\n".join(r.log)) or None)
     if r.status in _JUNIT:
         element, kind = _JUNIT[r.status]
-        body = _xml_text(case.output) if case.output else ""
-        out.write(f"\t\t\t<{element} type={_xml_attr(kind)} "
-                  f"message={_xml_attr(case.message)}>{body}</{element}>\n")
-    if r.log:
-        out.write(f"\t\t\t<system-out>{_xml_text(chr(10).join(r.log))}</system-out>\n")
-    out.write("\t\t</testcase>\n")
+        message, output = _xml_clean(case.message), _xml_clean(case.output) or None
+        if element == "failure":
+            tc.add_failure_info(message, output, kind)
+        elif element == "error":
+            tc.add_error_info(message, output, kind)
+        else:
+            tc.add_skipped_info(message, output)
+    return tc
+
+
+def _junit_suite(s: JunitSuite) -> ET.Element:
+    """One <testsuite>, built by junit-xml; an expected failure is marked
+    as pytest marks it, which junit-xml has no word for."""
+    props = {_xml_clean(k): _xml_clean(v) for k, v in s.properties.items()}
+    elem = junit_xml.TestSuite(_xml_clean(s.name), [_junit_case(c) for c in s.cases],
+                               properties=props).build_xml_doc()
+    for case, built in zip(s.cases, elem.iter("testcase"), strict=True):
+        if case.result.status == Status.XFAIL:
+            built.find("skipped").set("type", _JUNIT[Status.XFAIL][1])
+    return elem
 
 
 def write_junit_to(runs: list[RunResult], out: TextIO) -> None:
-    """JUnit XML as pytest and CI dashboards read it, written as it goes."""
+    """JUnit XML as pytest and CI dashboards read it, written a suite at a
+    time: each <testsuite> is built by junit-xml."""
     suites = junit_suites(runs)
     tally = {k: sum(s.count(k) for s in suites) for k in ("failure", "error", "skipped")}
     out.write('<?xml version="1.0" encoding="utf-8"?>\n')
@@ -153,16 +165,8 @@ def write_junit_to(runs: list[RunResult], out: TextIO) -> None:
               f'tests="{sum(len(s.cases) for s in suites)}" '
               f'time="{sum(s.time() for s in suites):f}">\n')
     for s in suites:
-        out.write(f'\t<testsuite name={_xml_attr(s.name)} tests="{len(s.cases)}" '
-                  f'failures="{s.count("failure")}" errors="{s.count("error")}" '
-                  f'skipped="{s.count("skipped")}" time="{s.time():f}">\n')
-        out.write("\t\t<properties>\n")
-        for k, v in s.properties.items():
-            out.write(f"\t\t\t<property name={_xml_attr(k)} value={_xml_attr(v)}/>\n")
-        out.write("\t\t</properties>\n")
-        for case in s.cases:
-            _write_case(case, out)
-        out.write("\t</testsuite>\n")
+        out.write(ET.tostring(_junit_suite(s), encoding="unicode"))
+        out.write("\n")
     out.write("</testsuites>\n")
 
 

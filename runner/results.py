@@ -7,7 +7,7 @@ import enum
 import math
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 # Nesting kept in a tree: the parser opens no deeper level, and a tree built
 # otherwise is flattened below it in JSON (real KTAP nests 3 or 4 levels).
@@ -202,6 +202,8 @@ class RunInfo:
     note: str = ""  # infrastructure message (no KTAP, boot timeout, ...)
     timings: dict = field(default_factory=dict)  # seconds per step (runner/timings.py)
     selection: str = ""  # "" for the whole suite, else what was asked for
+    kernel: str = ""  # the banner of the kernel that booted (it carries the build's identity)
+    contracts: dict = field(default_factory=dict)  # runner/contracts.py: read from the tree
 
 
 @dataclass
@@ -257,8 +259,87 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict) -> RunResult:
         return cls(
-            info=RunInfo(**d["info"]),
+            # Fields of another version of the runner are left out.
+            info=RunInfo(**{k: v for k, v in d["info"].items() if k in _INFO_TYPES}),
             tests=[TestResult.from_dict(t) for t in d["tests"]],
             found_output=d.get("found_output", True),
             console_tail=list(d.get("console_tail", [])),
         )
+
+
+# --- JSON reports read back (runner merge, runner export) -------------------
+
+# The JSON Schema of one run as RunResult.to_dict() writes it; its tests are
+# checked one node at a time (TEST_SCHEMA), without recursion.
+_JSON_TYPES = {"str": "string", "dict": "object", "bool": "boolean"}
+_INFO_TYPES = {f.name: _JSON_TYPES.get(str(f.type), {}) for f in fields(RunInfo)}
+_TEXTS = {"type": "array", "items": {"type": "string"}}
+# A duration past this is not one: a float cannot hold 400 digits.
+_MAX_SECONDS = 1e15
+TEST_SCHEMA = {
+    "type": "object",
+    "required": ["name", "status"],
+    "properties": {
+        "name": {"type": "string"},
+        "status": {"enum": [s.value for s in Status]},
+        "number": {"type": ["integer", "null"], "minimum": -(2 ** 63), "maximum": 2 ** 63},
+        "directive": {"type": "string"},
+        "reason": {"type": "string"},
+        "duration": {"type": ["number", "null"], "minimum": -_MAX_SECONDS,
+                     "maximum": _MAX_SECONDS},
+        "diagnostics": _TEXTS,
+        "log": _TEXTS,
+        "children": {"type": "array", "items": {"type": "object"}},
+    },
+}
+RUN_SCHEMA = {
+    "type": "object",
+    "required": ["info", "tests"],
+    "properties": {
+        "info": {"type": "object", "properties": {
+            name: {"type": t} for name, t in _INFO_TYPES.items() if t}},
+        "found_output": {"type": "boolean"},
+        "console_tail": _TEXTS,
+        "tests": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def _where(at: str, path) -> str:
+    return at + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+def _first_error(validator, doc, at: str) -> str | None:
+    from jsonschema.exceptions import best_match
+
+    e = best_match(validator.iter_errors(doc))
+    if e is None:
+        return None
+    message = e.message
+    if len(message) > 160:  # a huge value: say what it broke instead
+        shown = repr(e.instance)
+        message = (f"{shown[:40]}... ({len(shown)} characters) breaks the schema's "
+                   f"{e.validator!r}: {e.validator_value!r}")
+    return f"{_where(at, e.absolute_path)}: {message}"
+
+
+def run_error(d, at: str = "") -> str | None:
+    """What is wrong with a run read from JSON, as "field: what", or None.
+    Tests deeper than a report can be (MAX_DEPTH) are refused too."""
+    from jsonschema import Draft202012Validator
+
+    error = _first_error(Draft202012Validator(RUN_SCHEMA), d, at)
+    if error:
+        return error
+    node = Draft202012Validator(TEST_SCHEMA)
+    todo = [(t, ("tests", i)) for i, t in enumerate(d["tests"])]
+    while todo:
+        t, path = todo.pop()
+        if len(path) > 2 * (MAX_DEPTH + 1):
+            return (f"{_where(at, path[:2])}: tests nested deeper than {MAX_DEPTH} levels, "
+                    "which a report never is")
+        error = None if node.is_valid(t) else _first_error(node, t, _where(at, path))
+        if error:
+            return error
+        todo += [(c, path + ("children", i)) for i, c in enumerate(t.get("children", ()))]
+    return None

@@ -78,8 +78,19 @@ def builds(targets: list[Target]) -> list[Build]:
     return [Build(name, tuple(ts)) for name, ts in by_name.items()]
 
 
+def require(targets: list[Target]) -> list[Target]:
+    """@targets, unless there are none: only variant off with boot
+    variants other than none selects nothing."""
+    if not targets:
+        raise UserError("these options select no target: variant off (no profiling) boots "
+                        "only without a boot option; add none to --boot-variant, or "
+                        "another --variant")
+    return targets
+
+
 def plan(targets: list[Target], count: int) -> list[list[Build]]:
     """@targets in @count shards, each a list of builds."""
+    require(targets)
     if count > len(builds(targets)):
         raise UserError(too_many(count, targets))
     shards: list[list[Build]] = [[] for _ in range(count)]
@@ -101,7 +112,7 @@ def select(targets: list[Target], spec: str | None) -> list[Target]:
     """The targets of shard @spec ("K/N"), in their original order; all of
     them without a spec (None: an empty one is an error)."""
     if spec is None:
-        return targets
+        return require(targets)
     shard = parse(spec)
     mine = {t for b in plan(targets, shard.count)[shard.index - 1] for t in b.targets}
     return [t for t in targets if t in mine]

@@ -19,8 +19,10 @@ def tree_6_12(tmp_path):
     tail-page fix."""
     (tmp_path / "include" / "linux").mkdir(parents=True)
     (tmp_path / "include" / "linux" / "mm.h").write_text(
-        "\t\talloc_tag_sub(ref, folio_nr_pages(new));\n")
+        "\t/* Decrement the counters of the tag on get_new_folio. */\n"
+        "\talloc_tag_sub(ref, folio_nr_pages(new));\n")
     (tmp_path / "mm").mkdir()
     (tmp_path / "mm" / "page_alloc.c").write_text(
+        "\t\tpgalloc_tag_sub_pages(tag, (1 << order) - 1);\n"
         "\t\twhile (order-- > 0)\n\t\t\tfree_unref_page(page + (1 << order), order);\n")
     return tmp_path

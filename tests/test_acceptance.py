@@ -71,7 +71,10 @@ def test_default_suite_passes_on_real_kernel(default_run):
     # from a 64-bit and from a 32-bit process.
     ioctl = {(leaf["status"], leaf["reason"]) for leaf in run["leaves"]
              if leaf["suite"] in IOCTL_SUITES}
-    assert ioctl == {("skip", "not in this kernel: /proc/allocinfo has no ioctl (ENOTTY)")}
+    assert ioctl == {("skip", "not in this kernel: no include/uapi/linux/alloc_tag.h")}
+    # The contracts it was held to, read from the tree.
+    assert run["info"]["contracts"]["ALLOCINFO_VERSION"] == "1.0"
+    assert run["info"]["kernel"].startswith("Linux version 6.12.")
 
 
 @ONE_RUN
@@ -242,3 +245,38 @@ def test_only_what_was_asked_gives_the_same_results(default_run, tmp_path):
 
 def all_suites_by_name() -> dict:
     return {s.name: s for s in all_suites()}
+
+
+def test_debug_kernel_under_every_kind_of_boot_option(tmp_path):
+    """The DEBUG suite, the known issues' DEBUG path and the boot grammar, in
+    CI: the x86_64 debug kernel booted without an option and with never, 0
+    and 1,compressed.  Every skip says a reason the runner checked."""
+    p = runner("run", "--arch", "x86_64", "--variant", "debug",
+               "--boot-variant", "none,never,0,1c", "--results-dir", str(tmp_path), cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    runs = {r["info"]["variant"]: r
+            for r in json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"]}
+    assert set(runs) == {"debug", "debug-bootnever", "debug-boot0", "debug-boot1c"}
+    for label, run in runs.items():
+        assert run["verdict"] == "passed", label
+        leaves = {case_key(leaf): leaf for leaf in run["leaves"]}
+        debug = [leaf for key, leaf in leaves.items() if key[0] == "alloc_tag_debug"]
+        # The DEBUG checks are compiled in, whatever the boot says.
+        assert debug and all(leaf["status"] in ("pass", "skip") for leaf in debug), label
+    on = {case_key(leaf): leaf["status"] for leaf in runs["debug"]["leaves"]}
+    assert on[("alloc_tag_debug", "warns_tag_not_set")] == "pass"
+    never = {case_key(leaf): leaf for leaf in runs["debug-bootnever"]["leaves"]}
+    assert never[("allocinfo_test", "global.header_is_exact")]["reason"].endswith(
+        "(sysctl.vm.mem_profiling=never)")
+
+
+def test_mainline_compressed_tags_in_page_flags(tmp_path):
+    """7.3 booted with 1,compressed: tags live in page flags, and the KUnit
+    case that reads a page's flags runs (it skips in page_ext mode)."""
+    p = runner("run", "--arch", "x86_64", "--kernel-src", "debian:linux-source-7.3",
+               "--boot-variant", "1c", "--results-dir", str(tmp_path), cwd=ROOT)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    run = json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"][0]
+    status = {case_key(leaf): leaf["status"] for leaf in run["leaves"]}
+    assert status[("alloc_tag_page_split", "page_flags_carry_tag_index")] == "pass"
+    assert run["info"]["contracts"]["BOOT_GRAMMAR"] == "compressed"

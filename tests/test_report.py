@@ -18,7 +18,8 @@ import pytest
 
 from runner import report
 from runner.cli import main
-from runner.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED
+from runner.errors import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_FAILED, EXIT_INTERNAL, \
+    EXIT_INTERRUPTED
 from runner.results import RunInfo, RunResult, Status
 from runner.results import TestResult as Result
 
@@ -158,14 +159,15 @@ def test_parse_errors_are_one_line(tmp_path, capsys):
         assert "ALLOCPROF_CACHE" not in err
 
 
-def test_full_disk_names_the_file_and_the_cache(tmp_path, capsys):
+def test_full_disk_names_the_file_and_not_the_cache(tmp_path, capsys):
+    """A report on a full disk: the fix is about that disk, not the cache."""
     log = tmp_path / "c.log"
     log.write_text(GOOD)
     assert main(["parse", str(log), "-q", "--junit", "/dev/full"]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("runner: error: /dev/full: No space left on device")
-    assert "ALLOCPROF_CACHE" in err
+    assert "ALLOCPROF_CACHE" not in err and "another disk" in err
 
 
 def test_internal_error_has_its_own_code_and_a_saved_traceback(tmp_path, monkeypatch,
@@ -196,13 +198,13 @@ def test_interrupted_is_130(monkeypatch):
     assert main(["parse", "whatever.log"]) == EXIT_INTERRUPTED
 
 
-def test_closed_stdout_still_writes_reports_and_gives_the_verdict(tmp_path):
+def test_closed_stdout_still_writes_reports_and_exits_141(tmp_path):
     log = tmp_path / "c.log"
     log.write_text("KTAP version 1\n" + "".join(f"not ok {i} t{i}\n" for i in range(1, 5000)))
     p = subprocess.run(["bash", "-c", f"{sys.executable} -m runner parse {log} "
                         f"--json {tmp_path}/r.json | head -1; exit ${{PIPESTATUS[0]}}"],
                        capture_output=True, cwd=ROOT)
-    assert p.returncode == EXIT_FAILED and p.stderr == b""
+    assert p.returncode == EXIT_BROKEN_PIPE and p.stderr == b""
     assert json.loads((tmp_path / "r.json").read_text())["runs"][0]["verdict"] == "failed"
 
 

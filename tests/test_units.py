@@ -102,41 +102,53 @@ def _console_failure(version, diags):
                      [console])
 
 
+BUGGY_FREE = ("\t\tpgalloc_tag_sub_pages(tag, (1 << order) - 1);\n\t\twhile (order-- > 0)\n"
+              "\t\t\tfree_unref_page(page + (1 << order), order);\n")
+TAIL_WARNING = ("[    1.160020] alloc_tag was not set | at include/linux/alloc_tag.h:137 "
+                "free_unref_page+0x469/0x490 | trace: __free_pages+0xb3/0x110 <- "
+                "free_pages_with_extra_reference+0xb7/0x320 <- kunit_try_run_case+0x77/0x160")
+
+
 def _tree(tmp_path, page_alloc: str):
     (tmp_path / "mm").mkdir(exist_ok=True)
     (tmp_path / "mm" / "page_alloc.c").write_text(page_alloc)
     return tmp_path
 
 
-def test_known_issue_turns_only_fully_explained_failures_into_xfail(tmp_path):
+def _status(diags, version="6.12.118", tree=None):
     from runner import known_issues
 
-    unfixed = _tree(tmp_path, "static void ___free_pages(void) { free_unref_page(); }\n")
-    ok = _console_failure("6.12.117", ["[    1.160020] alloc_tag was not set"])
-    known_issues.apply(ok, tree=unfixed)
-    leaf = ok.leaves()[0].result
-    assert leaf.status == Status.XFAIL and "known kernel bug" in leaf.reason
-    other = _console_failure("6.12.117", [
-        "[    1.1] alloc_tag was not set",
-        "[    1.2] alloc_tag was not cleared (got tag for x.c:1)"])
-    known_issues.apply(other, tree=unfixed)
-    assert other.leaves()[0].result.status == Status.FAIL
-    old = _console_failure("6.9.0", ["[    1.160020] alloc_tag was not set"])
-    known_issues.apply(old, tree=unfixed)
-    assert old.leaves()[0].result.status == Status.FAIL
+    run = _console_failure(version, diags)
+    known_issues.apply(run, tree=tree)
+    return run.leaves()[0].result.status
+
+
+def test_known_issue_turns_only_fully_explained_failures_into_xfail(tmp_path):
+    unfixed = _tree(tmp_path, BUGGY_FREE)
+    assert _status([TAIL_WARNING], tree=unfixed) == Status.XFAIL
+    assert _status([TAIL_WARNING, TAIL_WARNING], tree=unfixed) == Status.XFAIL
+    # Another line beside it, even one that contains the entry's line.
+    assert _status([TAIL_WARNING, "[    1.2] alloc_tag was not cleared (got tag for x.c:1)"],
+                   tree=unfixed) == Status.FAIL
+    assert _status([TAIL_WARNING + " Expected 0 (0) == negative (7)"], tree=unfixed) == \
+        Status.FAIL
+    # The same message from another place is another bug.
+    assert _status([TAIL_WARNING.replace("free_pages_with_extra_reference", "kfree")],
+                   tree=unfixed) == Status.FAIL
+    # The message alone (no warning context) proves nothing.
+    assert _status(["[    1.160020] alloc_tag was not set"], tree=unfixed) == Status.FAIL
+    assert _status([], tree=unfixed) == Status.FAIL
+    assert _status([TAIL_WARNING], version="6.9.0", tree=unfixed) == Status.FAIL
 
 
 def test_known_issue_does_not_excuse_a_kernel_with_the_fix(tmp_path):
-    from runner import known_issues
-
     fixed = _tree(tmp_path, "\t\tclear_page_tag_ref(page + (1 << order));\n")
-    run = _console_failure("7.3.4", ["[    1.160020] alloc_tag was not set"])
-    known_issues.apply(run, tree=fixed)
-    assert run.leaves()[0].result.status == Status.FAIL
+    assert _status([TAIL_WARNING], version="6.12.200", tree=fixed) == Status.FAIL
+    # The range closes at the release with the fix, whatever the tree says.
+    buggy = _tree(tmp_path, BUGGY_FREE)
+    assert _status([TAIL_WARNING], version="7.3.4", tree=buggy) == Status.FAIL
     # Without the source (runner parse) a probe cannot hold.
-    run = _console_failure("6.12.117", ["[    1.160020] alloc_tag was not set"])
-    known_issues.apply(run)
-    assert run.leaves()[0].result.status == Status.FAIL
+    assert _status([TAIL_WARNING]) == Status.FAIL
 
 
 def test_every_known_issue_has_a_condition():
@@ -145,6 +157,15 @@ def test_every_known_issue_has_a_condition():
     for issue in known_issues.load():
         assert issue.probe is not None, issue.glob
         assert issue.first >= (6, 10), issue.glob
+
+
+def test_known_issue_ranges_are_checked(tmp_path):
+    from runner import known_issues
+
+    bad = tmp_path / "k.txt"
+    bad.write_text("*/x | 6.10.0..7.3.4 | a:b | x | y\n")
+    with pytest.raises(ValueError, match="FIRST..<FIXED"):
+        known_issues.load(bad)
 
 
 def test_selftest_program_skipped_as_a_whole(tmp_path):

@@ -15,7 +15,6 @@
 #include <grp.h>
 #include <libgen.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 
 /* A /dev/kmsg reader, from the oldest record or only for new ones. */
@@ -111,16 +110,72 @@ static inline int boot_log_has(const char *text)
 	return strstr(log, text) != NULL;
 }
 
-/* The running kernel is @major.@minor or newer (uname -r). */
-static inline int kernel_at_least(int major, int minor)
-{
-	struct utsname u;
-	int ma = 0, mi = 0;
+#define CONTRACT_FILE	"alloc_tag.contract"
 
-	if (uname(&u) || sscanf(u.release, "%d.%d", &ma, &mi) != 2)
-		return 0;
-	return ma > major || (ma == major && mi >= minor);
+/*
+ * The value of contract @name (runner/contracts.py lists them) for the
+ * kernel under test: ALLOC_TAG_CONTRACT_<name> from the environment, else
+ * the NAME=value line of alloc_tag.contract beside this program (or in the
+ * current directory). NULL when neither says. The value is in a buffer the
+ * next call reuses.
+ */
+static inline const char *contract(const char *name)
+{
+	static char value[64];
+	char key[96], path[4200], line[160], *dir;
+	const char *env;
+	ssize_t n;
+	FILE *f;
+
+	snprintf(key, sizeof(key), "ALLOC_TAG_CONTRACT_%s", name);
+	env = getenv(key);
+	if (env && *env)
+		return env;
+	n = readlink("/proc/self/exe", path, sizeof(path) - sizeof(CONTRACT_FILE) - 2);
+	if (n > 0) {
+		path[n] = '\0';
+		dir = strrchr(path, '/');
+		dir = dir ? dir + 1 : path;
+		snprintf(dir, sizeof(path) - (dir - path), "%s", CONTRACT_FILE);
+	}
+	f = fopen(n > 0 ? path : CONTRACT_FILE, "r");
+	if (!f)
+		f = fopen(CONTRACT_FILE, "r");
+	if (!f)
+		return NULL;
+	snprintf(key, sizeof(key), "%s=", name);
+	value[0] = '\0';
+	while (fgets(line, sizeof(line), f)) {
+		if (strncmp(line, key, strlen(key)))
+			continue;
+		snprintf(value, sizeof(value), "%s", line + strlen(key));
+		value[strcspn(value, "\n")] = '\0';
+		break;
+	}
+	fclose(f);
+	return value[0] ? value : NULL;
 }
+
+/* Whether contract @name has @value; -1 when the contract is not known. */
+static inline int contract_is(const char *name, const char *value)
+{
+	const char *v = contract(name);
+
+	return v ? !strcmp(v, value) : -1;
+}
+
+/* The skip reason of a test whose contract is not known. */
+#define CONTRACT_UNKNOWN							\
+	"contract unknown: run through the runner, or set ALLOC_TAG_CONTRACT_<NAME> (see " \
+	CONTRACT_FILE ")"
+
+/* Sets @var to contract @name's value (0 or 1 for @value), or skips. */
+#define NEED_CONTRACT(var, name, value)						\
+	do {									\
+		var = contract_is(name, value);					\
+		if (var < 0)							\
+			SKIP(return, CONTRACT_UNKNOWN ": %s", name);		\
+	} while (0)
 
 /*
  * A helper module built against the running kernel: @name.ko beside the
@@ -251,7 +306,7 @@ static inline int kstrtobool_like(const char *s, int ed)
  * older ones take "never" or any kstrtobool() value.
  */
 struct profiling_boot {
-	int known;		/* 0: the configuration could not be read */
+	int known;		/* 0: the configuration or grammar is not known */
 	int malformed;		/* the kernel rejects the option */
 	int supported;		/* profiling can run in this boot */
 	int enabled;		/* vm.mem_profiling as booted */
@@ -264,10 +319,10 @@ static inline struct profiling_boot profiling_boot(char *buf, size_t size)
 	struct profiling_boot b = { 0 };
 	char by_default = kernel_config("MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT");
 	const char *opt = boot_option(buf, size);
-	int grammar7 = !access(ALLOC_TAG_COMPRESSED, F_OK);
+	int grammar7 = contract_is("BOOT_GRAMMAR", "compressed");
 
 	b.option = opt;
-	if (!by_default)
+	if (!by_default || grammar7 < 0)
 		return b;
 	b.known = 1;
 	b.supported = b.enabled = by_default == 'y';

@@ -5,11 +5,11 @@
  * that switching it stops and resumes counting at a known call site.
  *
  * The configuration is read from the kernel (/proc/config.gz), with
- * CONFIG_<NAME>=y|n in the environment as an override. Two contracts
- * exist and the kernel shows which one it keeps: until 7.x the sysctl is
- * read-only (0444) when it cannot be switched (DEBUG=y, or profiling not
- * supported); since, it is always 0644 and a write gets EACCES under
- * DEBUG and EINVAL when profiling is not supported.
+ * CONFIG_<NAME>=y|n in the environment as an override. The contract comes
+ * from the kernel's source (alloc_tag.contract): SYSCTL_UNSWITCHABLE says
+ * whether a sysctl that cannot be switched (DEBUG=y, or profiling not
+ * supported) is read-only (0444) or 0644 with a handler that answers
+ * EACCES under DEBUG and EINVAL when profiling is not supported.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,26 +29,38 @@ struct expected {
 	struct profiling_boot boot;
 	int debug;
 	int switchable;		/* a root write may change the value */
+	int readonly;		/* SYSCTL_UNSWITCHABLE: refused by mode 0444 */
+	int boot_ignored;	/* BOOT_WRITE: the handler ignores the boot's write */
+	int boot_message;	/* BOOT_MESSAGE: the kernel says what it made of it */
+	int compressed_sysctl;	/* COMPRESSED_SYSCTL */
 	char buf[4096];
 };
 
-static int expected_state(struct expected *e)
+/* 0, or the reason the expectation cannot be known. */
+static const char *expected_state(struct expected *e)
 {
 	char debug = kernel_config("MEM_ALLOC_PROFILING_DEBUG");
 
+	e->readonly = contract_is("SYSCTL_UNSWITCHABLE", "readonly");
+	e->boot_ignored = contract_is("BOOT_WRITE", "ignored");
+	e->boot_message = contract_is("BOOT_MESSAGE", "yes");
+	e->compressed_sysctl = contract_is("COMPRESSED_SYSCTL", "yes");
+	if (e->readonly < 0 || e->boot_ignored < 0 || e->boot_message < 0 ||
+	    e->compressed_sysctl < 0 || contract("BOOT_GRAMMAR") == NULL)
+		return CONTRACT_UNKNOWN;
 	e->boot = profiling_boot(e->buf, sizeof(e->buf));
 	if (!debug || !e->boot.known)
-		return -1;
+		return "kernel config unknown: enable CONFIG_IKCONFIG_PROC or set CONFIG_MEM_ALLOC_PROFILING_DEBUG and _ENABLED_BY_DEFAULT";
 	e->debug = debug == 'y';
 	e->switchable = e->boot.supported && !e->debug;
-	return 0;
+	return NULL;
 }
 
 #define NEED_CONFIG(e)								\
 	do {									\
-		if (expected_state(e))						\
-			SKIP(return, "kernel config unknown: enable CONFIG_IKCONFIG_PROC " \
-			     "or set CONFIG_MEM_ALLOC_PROFILING_DEBUG and _ENABLED_BY_DEFAULT"); \
+		const char *_why = expected_state(e);				\
+		if (_why)							\
+			SKIP(return, "%s", _why);				\
 	} while (0)
 
 static mode_t sysctl_mode(void)
@@ -92,13 +104,10 @@ TEST(value_and_mode_as_documented)
 
 	NEED_CONFIG(&e);
 	EXPECT_EQ(e.boot.enabled, read_sysctl());
-	if (e.switchable) {
-		EXPECT_EQ(0644, mode);
-	} else {
-		/* 0444 until 7.x, 0644 (and writes refused) since. */
-		EXPECT_TRUE(mode == 0444 || mode == 0644) TH_LOG("mode %o", mode);
-	}
-	if (!access(ALLOC_TAG_COMPRESSED, F_OK)) {
+	/* Refused by its mode, or (0644) by its handler: the kernel's contract. */
+	EXPECT_EQ(!e.switchable && e.readonly ? 0444 : 0644, mode) TH_LOG("mode %o", mode);
+	EXPECT_EQ(e.compressed_sysctl, !access(ALLOC_TAG_COMPRESSED, F_OK));
+	if (e.compressed_sysctl) {
 		struct stat st;
 
 		ASSERT_EQ(0, stat(ALLOC_TAG_COMPRESSED, &st));
@@ -116,7 +125,7 @@ static int write_errno(const struct expected *e, const char *value)
 	int err = EINVAL;
 
 	if (!e->switchable)
-		err = sysctl_mode() == 0444 || e->debug ? EACCES : EINVAL;
+		err = e->readonly || e->debug ? EACCES : EINVAL;
 	else if (!strcmp(value, "0") || !strcmp(value, "1") ||
 		 !strcmp(value, "0\n") || !strcmp(value, "1\n"))
 		err = 0;
@@ -227,7 +236,7 @@ static void close_pipes(int fds[][2], int n)
 
 TEST(switching_stops_and_resumes_counting)
 {
-	long long b0, c0, b1, c1, b2, c2;
+	long long b0, c0, b1, c1, b2, c2, one;
 	int fds[NR_PIPES][2];
 	struct expected e;
 	int before;
@@ -256,29 +265,32 @@ TEST(switching_stops_and_resumes_counting)
 	close_pipes(fds, NR_PIPES);
 	/* Each pipe: its pipe_inode_info and its buffer array. */
 	EXPECT_EQ(2 * NR_PIPES, c2 - c1);
-	EXPECT_EQ(0, (b2 - b1) % NR_PIPES);
-	EXPECT_GT(b2 - b1, 0);
+	/* ... and each charges exactly what one pipe alone charges. */
+	ASSERT_EQ(0, site_counters("alloc_pipe_info", &b0, &c0));
+	open_pipes(fds, 1);
+	ASSERT_EQ(0, site_counters("alloc_pipe_info", &one, &c0));
+	close_pipes(fds, 1);
+	one -= b0;
+	EXPECT_LT(0, one);
+	EXPECT_EQ(NR_PIPES * one, b2 - b1) TH_LOG("one pipe charges %lld bytes", one);
 
 	ASSERT_EQ(0, write_sysctl(before ? "1" : "0"));
 }
 
 /*
- * What the generic sysctl code logs when it writes the boot value again:
- * until 7.x it goes through the sysctl's mode and handler; since, the
- * handler accepts any write from boot as the no-op it is. Supported
- * boots of 6.x and 7.x look alike here, so the version decides.
+ * What the generic sysctl code logs when it replays the boot option as a
+ * write (BOOT_WRITE): nothing when the handler ignores writes from boot;
+ * else the write meets the mode, then the handler or kstrtobool.
  */
 static const char *expected_sysctl_failure(const struct expected *e)
 {
 	const char *opt = e->boot.option;
 
-	if (!opt || !opt[0])
+	if (!opt || !opt[0] || e->boot_ignored)
 		return NULL;
-	if (sysctl_mode() == 0444)
+	if (!e->switchable && (e->readonly || e->debug))
 		return "permission denied (read-only?)";
-	if (kernel_at_least(7, 0))
-		return NULL;
-	if (strcmp(opt, "0") && strcmp(opt, "1"))
+	if (!e->switchable || (strcmp(opt, "0") && strcmp(opt, "1")))
 		return "invalid value";
 	return NULL;
 }
@@ -308,7 +320,7 @@ TEST(boot_log_as_documented)
 	} else {
 		EXPECT_FALSE(boot_log_has("Failed to set sysctl parameter 'vm.mem_profiling"));
 	}
-	if (!access(ALLOC_TAG_COMPRESSED, F_OK) && opt && !e.boot.malformed) {
+	if (e.boot_message && opt && !e.boot.malformed) {
 		/* Kernels with compression say what they made of the option. */
 		if (!strncmp(opt, "never", 5))
 			snprintf(want, sizeof(want), "Memory allocation profiling is disabled!");

@@ -3,10 +3,10 @@
  * Modules coming and going, as /proc/allocinfo and the kernel log show it:
  * a module's tags appear at load (allocations in its init included), a
  * clean unload removes them silently, and an unload with live allocations
- * reports once per leaking tag and still succeeds. Until 6.12 that report
- * is a WARN (taint W) followed by "cannot unload cleanly"; kernels that
- * keep module tags in an area of their own (those with
- * vm.mem_profiling_compressed) keep the tags' counters and only log it.
+ * reports once per leaking tag and still succeeds. The kernel's source
+ * says how (alloc_tag.contract): UNLOAD_REPORT "warn" is a WARN (taint W)
+ * followed by "cannot unload cleanly", "info" one pr_info per tag; with
+ * MODULE_TAGS "kept" the tags' counters outlive the module.
  *
  * The helper module is module/alloc_tag_test_mod.c, built against the
  * kernel under test; its path comes from ALLOCPROF_TEST_MODULE.
@@ -37,11 +37,6 @@
 			SKIP(return, "helper module not built (ALLOCPROF_TEST_MODULE)"); \
 	} while (0)
 
-/* Module tags live in an area of their own that outlives the module. */
-static int tags_outlive_module(void)
-{
-	return !access(ALLOC_TAG_COMPRESSED, F_OK);
-}
 
 static int count(const char *log, const char *text)
 {
@@ -114,12 +109,17 @@ TEST(load_shows_module_tags)
 {
 	const char *path;
 	long ps = sysconf(_SC_PAGESIZE);
-	struct site init, alloc;
+	struct site init, alloc, rcu;
 
 	NEED_MODULE(path);
 	ASSERT_EQ(0, load(path, ""));
 	module_lines("alloc_tag_test_mod_init", &init);
 	module_lines("alloc_tag_test_mod_alloc", &alloc);
+	/* The object its exit frees through kfree_rcu(): the slab size. */
+	module_lines("alloc_tag_test_mod_rcu_obj", &rcu);
+	EXPECT_EQ(1, rcu.found);
+	EXPECT_EQ(param("rcu_size"), rcu.bytes);
+	EXPECT_EQ(1, rcu.calls);
 	EXPECT_EQ(1, init.found);
 	EXPECT_EQ(INIT_PAGES * ps, init.bytes);
 	EXPECT_EQ(1, init.calls);
@@ -160,8 +160,11 @@ TEST(leaking_unload_reports_each_tag_once)
 	long taint_before;
 	char want[256];
 	struct site s;
+	int warns;
 
 	NEED_MODULE(path);
+	/* UNLOAD_REPORT: a WARN per tag and taint W, or one pr_info per tag. */
+	NEED_CONTRACT(warns, "UNLOAD_REPORT", "warn");
 	ASSERT_EQ(0, load(path, "leak=1"));
 	/* After the load, which may taint O (and E) the first time. */
 	taint_before = taint_flags();
@@ -185,7 +188,7 @@ TEST(leaking_unload_reports_each_tag_once)
 	snprintf(want, sizeof(want),
 		 "%s: memory allocation(s) from the module still alive, cannot unload cleanly",
 		 MOD);
-	if (tags_outlive_module()) {
+	if (!warns) {
 		/* Logged, not warned: no taint, nothing "unclean". */
 		EXPECT_EQ(taint_before, taint_flags());
 		EXPECT_EQ(0, count(log, want)) TH_LOG("%s", log);
@@ -224,10 +227,11 @@ TEST(leaked_blocks_freed_later_by_another_module)
 	char addrs[256], params[512], freer_path[4096];
 	long taint_before;
 	FILE *f;
-	int fd;
+	int fd, kept;
 
 	NEED_MODULE(path);
-	if (!tags_outlive_module())
+	NEED_CONTRACT(kept, "MODULE_TAGS", "kept");
+	if (!kept)
 		SKIP(return, "not in this kernel: module tags are freed at unload, so a later free would use a freed tag");
 	freer = helper_module("alloc_tag_free_mod");
 	if (!freer)
