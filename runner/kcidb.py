@@ -8,7 +8,10 @@ crashed MISS (it never reported: the kernel died or hung before it; the
 panic itself fails the console checks). An expected failure is a FAIL, the
 kernel's code being faulty, linked by an incident to an issue that names
 the known kernel bug (kernel/known-issues.txt), so dashboards that read
-issues show it as known."""
+issues show it as known.
+
+What is written has first been validated with kcidb-io: an export the
+schema would reject is one line, and no file."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Reports of a run: JUnit XML (one testcase per leaf test), JSON, and a
-terminal summary.
+"""Reports of a run: JUnit XML (one testcase per leaf test, each suite
+built by junit-xml), JSON, and a terminal summary.
 
 Whatever a console holds, the reports stay valid: JUnit without the
 characters XML forbids, JSON without NaN or infinity, a summary without

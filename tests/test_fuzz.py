@@ -146,3 +146,90 @@ def test_runner_parse_exits_with_a_verdict(text):
         assert rc in (0, 1)
         ET.parse(f"{d}/j.xml")
         json.loads(Path(f"{d}/r.json").read_text(), parse_constant=_strict)
+
+
+# --- parse -> JUnit/JSON -> merge -> export chains (issue 22) ---
+
+_SOURCES = [("", ""), ("linux-source-6.12:6.12.117:sha256:0123456789abcdef", "6.12.117"),
+            ("linux-source-7.3:7.3.4:sha256:fedcba9876543210", "7.3.4"),
+            ("git:" + "a" * 40, "7.0.0")]
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10 ** 30), 10 ** 30) | st.floats() | words,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(words, inner, max_size=3),
+    max_leaves=6)
+
+
+@st.composite
+def shard(draw) -> tuple:
+    source, version = draw(st.sampled_from(_SOURCES))
+    return (draw(consoles), draw(st.sampled_from(["x86_64", "arm64", "riscv64", "-", "x y!"])),
+            draw(st.sampled_from(["default", "debug", "default-off-boot0", "-", "é"])),
+            source, version)
+
+
+def _paths(value, at=()):
+    """Every place in a JSON document, as a path of keys and indexes."""
+    yield at
+    items = value.items() if isinstance(value, dict) else \
+        enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        yield from _paths(v, at + (k,))
+
+
+def _cli(argv: list[str]) -> tuple[int, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, err.getvalue()
+
+
+def _verdict_or_one_line(rc: int, err: str) -> bool:
+    """True for a verdict; else the error must be one line, exit 2."""
+    if rc in (0, 1):
+        return True
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("runner: error: "), (rc, err)
+    return False
+
+
+@settings(FUZZ, max_examples=FUZZ.max_examples // 2,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(shard(), min_size=1, max_size=3), st.data())
+def test_merge_and_export_chains_validate_or_fail_in_one_line(shards, data):
+    import kcidb_io
+
+    with tempfile.TemporaryDirectory() as d:
+        jsons, xmls = [], []
+        for i, (text, arch, variant, source, version) in enumerate(shards):
+            run = _run(text)
+            run.info.arch, run.info.variant = arch, variant
+            run.info.source_id, run.info.kernel_version = source, version
+            run.info.console = f"{d}/console{i}.log"
+            jsons.append(f"{d}/s{i}.json")
+            xmls.append(f"{d}/s{i}.xml")
+            report.write_json([run], Path(jsons[-1]))
+            report.write_junit([run], Path(xmls[-1]))
+        if data.draw(st.booleans(), label="corrupt a report"):
+            doc = json.loads(Path(jsons[0]).read_text())
+            places = [p for p in _paths(doc["runs"][0]) if p]
+            where = data.draw(st.sampled_from(places), label="where")
+            parent = doc["runs"][0]
+            for k in where[:-1]:
+                parent = parent[k]
+            parent[where[-1]] = data.draw(json_values, label="value")
+            Path(jsons[0]).write_text(json.dumps(doc))
+        if _verdict_or_one_line(*_cli(["merge", f"{d}/m.xml", *xmls])):
+            ET.parse(f"{d}/m.xml")
+        if _verdict_or_one_line(*_cli(["merge", f"{d}/m.json", *jsons])):
+            merged = json.loads(Path(f"{d}/m.json").read_text(), parse_constant=_strict)
+            assert len(merged["runs"]) <= len(shards)
+            inputs = [f"{d}/m.json"]
+        else:
+            assert not Path(f"{d}/m.json").exists()
+            inputs = jsons
+        rc, err = _cli(["export", "--kcidb", f"{d}/k.json", *(
+            a for p in inputs for a in ("--json", p))])
+        if _verdict_or_one_line(rc, err):
+            assert rc == 0
+            kcidb_io.schema.LATEST.validate(json.loads(Path(f"{d}/k.json").read_text()))
+        else:
+            assert not Path(f"{d}/k.json").exists()
