@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -16,14 +17,17 @@ from runner.paths import make_dir
 
 # An open file descriptor by name: /dev/stdout may lead to a regular file
 # that the shell opened (maybe to append), which must be written through it.
-_FD_PATHS = ("/dev/stdout", "/dev/stderr", "/dev/stdin", "/dev/fd/", "/proc/")
+# Only these names: any other path (/proc/self/cwd/r.xml, /dev/shm/r.json)
+# is told by the type of the file it leads to.
+_FD_NAME = re.compile(r"/dev/(?:stdout|stderr|stdin|fd/\d+)|/proc/(?:self|thread-self|\d+)"
+                      r"(?:/task/\d+)?/fd/\d+")
 
 
 def _is_special(path: Path) -> bool:
     """A FIFO, a device, a socket, or a file descriptor by name: written in
-    place, never replaced by a rename. An ordinary file anywhere else,
-    /dev/shm included, is replaced whole."""
-    if any(str(p).startswith(_FD_PATHS) for p in (path, path.absolute())):
+    place, never replaced by a rename. A regular file, wherever it is, is
+    replaced whole (os.stat decides, not the path)."""
+    if _FD_NAME.fullmatch(os.path.abspath(path)):
         return True
     try:
         return not stat.S_ISREG(os.stat(path).st_mode)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from runner import boot, build, pipeline, source
 from runner.errors import UserError
+from runner.paths import check_dir
 from runner.targets import ARCHES, Target
 from runner.printer import PRINTER
 
@@ -228,6 +229,18 @@ def table(res: BenchResult) -> str:
         lines.append(f"({c.number}) {c.name:<24} {m.get('code_tags', 0):>10} "
                      f"{m.get('page_ext', 0):>10} {m.get('slab_ext', 0):>10}")
     return "\n".join(lines)
+
+
+def check_output(opt: str, path: Path) -> None:
+    """@path (of option @opt) can be written once the benchmark is done:
+    its directory exists and is writable, and it is no directory itself."""
+    fix = f"give {opt} a file in a writable directory that exists"
+    parent = path.absolute().parent
+    check_dir(parent, f"{opt} {path}: the directory", fix)
+    if not parent.is_dir():
+        raise UserError(f"{opt} {path}: the directory {parent} does not exist: {fix}")
+    if path.is_dir():
+        raise UserError(f"{opt} {path} is a directory: {fix}")
 
 
 def write_json(res: BenchResult, path: Path) -> None:

@@ -37,6 +37,7 @@ def _add_report_options(p: argparse.ArgumentParser) -> None:
 
 
 def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
+    full = None
     try:
         if sys.stdout is None:  # started with it closed (`>&-`)
             raise BrokenPipeError
@@ -44,10 +45,15 @@ def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         exits.stdout_gone()  # `| head`: the reports are still written, then 141
+    except OSError as e:  # `>/dev/full`: the reports first, then say so
+        full = e
     if args.junit:
         report.write_junit(runs, args.junit)
     if args.json:
         report.write_json(runs, args.json)
+    if full:
+        raise exits.stdout_failed(full, ", ".join(str(p) for p in (args.junit, args.json)
+                                                     if p))
     return 0 if all(r.verdict().is_ok for r in runs) else 1
 
 
@@ -154,7 +160,10 @@ def _check_report_paths(args: argparse.Namespace) -> None:
 def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
                variant: str | None = None) -> RunResult:
     """The run `runner parse` reports for a parsed console."""
-    info = RunInfo(arch=arch or "-", variant=variant or "-", console=console)
+    banner = getattr(parsed, "banner", "")
+    # The kernel the console shows: two consoles of two kernels stay two runs.
+    info = RunInfo(arch=arch or "-", variant=variant or "-", console=console, kernel=banner,
+                   kernel_version=banner.split()[2] if banner else "")
     if not parsed.found_ktap:
         info.note = "no KTAP output found"
     tests = parsed.tests
@@ -214,23 +223,32 @@ def cmd_merge(args: argparse.Namespace) -> int:
             t = doc.totals()
             merge.write_junit(doc, out)
             exits.out(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
-                      f"{t.skipped} skipped, from {len(inputs)} reports")
+                      f"{t.skipped} skipped, from {len(inputs)} reports", str(out))
             return 0 if t.ok else 1
         runs = merge.merge_runs(inputs)
     args.junit, args.json = (out, None) if out.suffix == ".xml" else (None, out)
     rc = _write_reports(runs, args)
-    exits.out(f"{out}: {len(runs)} runs, from {len(inputs)} reports")
+    exits.out(f"{out}: {len(runs)} runs, from {len(inputs)} reports", str(out))
     return rc
 
 
+_NO_TESTS = ("bench-", "bisect-", "faults-")  # run directories of other commands
+
+
 def _latest_run(results_dir: Path) -> Path:
-    """The newest run directory that has results."""
-    runs = [d for d in results_dir.glob("*") if d.is_dir() and (
-        (d / "results.json").is_file() or any(d.glob("*/results.json")))]
+    """The newest run directory of runner run or pytest (named by its start
+    time), which must have results: an older run is never exported in its
+    place."""
+    runs = [d for d in results_dir.glob("*") if d.is_dir() and not d.name.startswith(_NO_TESTS)]
     if not runs:
-        raise UserError(f"no run with results in {results_dir}: give --json REPORT "
-                        "(or a run directory)")
-    return max(runs, key=lambda d: (d.stat().st_mtime, d.name))
+        raise UserError(f"no run with results in {results_dir}: give --json REPORT (or a run "
+                        "directory)")
+    newest = max(runs, key=lambda d: (d.name.removeprefix("pytest-")[:15], d.stat().st_mtime,
+                                      d.name))
+    if not ((newest / "results.json").is_file() or any(newest.glob("*/results.json"))):
+        raise UserError(f"the newest run, {newest}, has no results (killed, or still "
+                        "running): give --json with the run to export")
+    return newest
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -249,7 +267,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     kcidb.write(data, args.kcidb)
     exits.out(f"{args.kcidb}: KCIDB {data['version']['major']}.{data['version']['minor']}: "
               f"{len(data['checkouts'])} checkouts, {len(data['builds'])} builds, "
-              f"{len(data['tests'])} tests, from {len(runs)} runs")
+              f"{len(data['tests'])} tests, from {len(runs)} runs"
+              + ("" if args.json else f" of {sources[0]}"), str(args.kcidb))
     return 0
 
 
@@ -308,6 +327,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         # Before the first build, not after the last boot.
         raise UserError("--plot needs matplotlib: pip install matplotlib (or .ci/install)")
+    for opt, out in (("--json", args.json), ("--plot", args.plot)):
+        if out:  # before the first build, not after the last boot
+            bench.check_output(opt, Path(out))
     if args.iterations > bench.MAX_ITERATIONS:
         raise UserError(f"--iterations {args.iterations} is above {bench.MAX_ITERATIONS}, "
                         "the benchmark module's limit (its parameter is an unsigned int)")
@@ -331,8 +353,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error told in one line (README, "Exit codes")."""
+
+    def error(self, message: str):
+        text = " ".join(message.split())
+        self.exit(EXIT_ERROR, f"runner: error: {text} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="runner",
         description="Build, boot and test Linux memory allocation profiling.")
     sub = p.add_subparsers(dest="command", required=True)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from runner.errors import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, \
-    EXIT_TERMINATED
+    EXIT_TERMINATED, UserError
 
 
 class Terminated(KeyboardInterrupt):
@@ -93,6 +93,11 @@ def stdout_gone() -> None:
     more to it, do not complain about it at exit, and end with 141."""
     global _stdout_closed
     _stdout_closed = True
+    _drop_stdout()
+
+
+def _drop_stdout() -> None:
+    """What is still to go to standard output goes nowhere (at exit too)."""
     if sys.stdout is None:  # closed before we started
         sys.stdout = open(os.devnull, "w")  # for the life of the process
         return
@@ -104,8 +109,19 @@ def stdout_gone() -> None:
         pass
 
 
-def out(text: str) -> None:
-    """A line on standard output; a closed one is noted, not an error."""
+def stdout_failed(e: OSError, written: str = "") -> UserError:
+    """Standard output could not be written (`>/dev/full`): one line that
+    says so, and which reports were written all the same."""
+    _drop_stdout()
+    why = ("standard output is full" if e.errno in (errno.ENOSPC, errno.EDQUOT)
+           else f"standard output could not be written ({e.strerror or e})")
+    done = f"; the reports were written ({written})" if written else ""
+    return UserError(f"{why}{done}: send it to a file on a disk with space")
+
+
+def out(text: str, written: str = "") -> None:
+    """A line on standard output; a closed one is noted, not an error, a
+    full one is (@written: what was written before, to say so)."""
     try:
         if sys.stdout is None:
             raise BrokenPipeError(errno.EPIPE, "standard output is closed")
@@ -113,6 +129,8 @@ def out(text: str) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         stdout_gone()
+    except OSError as e:
+        raise stdout_failed(e, written) from None
 
 
 def verdict(rc: int) -> int:

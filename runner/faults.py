@@ -23,6 +23,8 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,22 +134,28 @@ class FaultTree:
             if flags.startswith(">f") and (self.tree / rel).is_file():
                 os.utime(self.tree / rel, (now, now))
 
-    def use(self, fault: Fault | None) -> source.PreparedSource:
-        """The copy with @fault applied (None: untouched)."""
+    @contextmanager
+    def applied(self, fault: Fault | None) -> Iterator[source.PreparedSource]:
+        """The copy with @fault applied (None: untouched), held for the
+        whole block: another run (another worker, another process) that
+        wants the copy waits until this one has built and booted."""
         with exclusive(self.cache / "locks" / f"faults-{self.base.key}.lock"):
-            applied = self.tree / APPLIED
-            if applied.exists():
-                name, _, patch = applied.read_text().partition("\n")
-                _patch(self.tree, patch, reverse=True)
-                applied.unlink()
-            self._sync()
-            if fault is not None:
-                _patch(self.tree, fault.patch)
-                applied.write_text(f"{fault.name}\n{fault.patch}")
-        what = f"+fault:{fault.name}:{fault.digest}" if fault else "+faults-copy"
-        return source.PreparedSource(tree=self.tree, key=f"faults-{self.base.key}",
-                                     source_id=self.base.source_id + what,
-                                     layout=self.base.layout)
+            self._switch(fault)
+            what = f"+fault:{fault.name}:{fault.digest}" if fault else "+faults-copy"
+            yield source.PreparedSource(tree=self.tree, key=f"faults-{self.base.key}",
+                                        source_id=self.base.source_id + what,
+                                        layout=self.base.layout)
+
+    def _switch(self, fault: Fault | None) -> None:
+        applied = self.tree / APPLIED
+        if applied.exists():
+            _name, _, patch = applied.read_text().partition("\n")
+            _patch(self.tree, patch, reverse=True)
+            applied.unlink()
+        self._sync()
+        if fault is not None:
+            _patch(self.tree, fault.patch)
+            applied.write_text(f"{fault.name}\n{fault.patch}")
 
 
 @dataclass
@@ -195,16 +203,17 @@ def run_all(opts: pipeline.Options, faults: list[Fault], arch: str) -> list[Outc
                                   None if src_name else opts.kernel_rev)
             trees[src_name] = FaultTree(base, opts.cache)
         started = time.monotonic()
-        src = trees[src_name].use(fault)
-        label = fault.name if fault else f"untouched-{src.version}"
-        PRINTER.info(f"faults: {i}/{len(plan)} {label} on {target.name} ({src.version})")
-        rundir = opts.results_dir / label / target.name
-        result = pipeline.execute_prepared(opts, target, rundir, src)
+        with trees[src_name].applied(fault) as src:
+            label = fault.name if fault else f"untouched-{src.version}"
+            PRINTER.info(f"faults: {i}/{len(plan)} {label} on {target.name} ({src.version})")
+            rundir = opts.results_dir / label / target.name
+            result = pipeline.execute_prepared(opts, target, rundir, src)
         (rundir / "results.json").write_text(json.dumps(result.to_dict()))
         outcomes.append(Outcome(fault, target, src.version, failures(result),
                                 time.monotonic() - started))
     for ftree in trees.values():
-        ftree.use(None)
+        with ftree.applied(None):
+            pass
     return outcomes
 
 

@@ -98,6 +98,7 @@ def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
     tests: list[dict] = []
     issues: dict[str, dict] = {}
     incidents: list[dict] = []
+    paths: set[tuple[str, str, str]] = set()  # per build and boot: unique
     for run in runs:
         info = run.info
         source = source_of(info)
@@ -122,9 +123,15 @@ def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
         for leaf in run.leaves():
             r = leaf.result
             test_id = f"{build_id}:{info.variant}:{'/'.join(leaf.path)}"
+            path = _path(PATH_ROOT, *leaf.path)
+            if (build_id, info.variant, path) in paths:
+                # `x y`, `x.y`, `x/y` and `x_y` all make x_y: the later ones
+                # are told apart by their names as written.
+                path += f"_{_short(chr(0).join(leaf.path))[:8]}"
+            paths.add((build_id, info.variant, path))
             test = {
                 "id": test_id, "origin": origin, "build_id": build_id,
-                "path": _path(PATH_ROOT, *leaf.path), "status": STATUS[r.status],
+                "path": path, "status": STATUS[r.status],
                 "comment": f"{run.test_id(leaf)}: {r.status.value}"
                            + (f" ({r.reason})" if r.reason else ""),
                 "environment": {"comment": f"QEMU ({info.boot or 'unknown accelerator'})",

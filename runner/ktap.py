@@ -202,6 +202,7 @@ class ParseOutput:
     found_ktap: bool
     crash: list[str]  # first crash text seen, if any
     tail: list[str]  # last console lines, for failure messages
+    banner: str = ""  # the kernel's "Linux version ..." line (parse_stream), if any
 
 
 # Statuses, worst first: the one a summary of several results takes.
@@ -684,15 +685,45 @@ class _Sniffed:
         return out
 
 
-def decompressed(f: BinaryIO) -> BinaryIO:
+SNIFF = 1 << 16  # what tells a console from a binary file
+MAX_NULS = 4  # a serial console may show a stray NUL; a binary file shows many
+
+
+def decompressed(f: BinaryIO, name: str = "standard input", binary_ok: bool = True
+                 ) -> BinaryIO:
     """The stream, or its content if it is gzip or xz: told by the magic
-    bytes, so that pipes and files named otherwise work too."""
+    bytes, so that pipes and files named otherwise work too. Unless
+    @binary_ok, content with NUL bytes in its first 64 KB (an ELF, random
+    data) is no console."""
     sniffed = _Sniffed(f, len(XZ_MAGIC))
     if sniffed.head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=sniffed, mode="rb")
-    if sniffed.head.startswith(XZ_MAGIC):
-        return lzma.LZMAFile(sniffed)
+        sniffed = _Sniffed(gzip.GzipFile(fileobj=sniffed, mode="rb"), SNIFF)
+    elif sniffed.head.startswith(XZ_MAGIC):
+        sniffed = _Sniffed(lzma.LZMAFile(sniffed), SNIFF)
+    else:
+        sniffed.head += _Sniffed(f, SNIFF - len(sniffed.head)).head
+    nuls = sniffed.head.count(b"\0")
+    if nuls > MAX_NULS and not binary_ok:
+        what = "an ELF file" if sniffed.head.startswith(b"\x7fELF") else "binary data"
+        raise UserError(f"{name}: {what} ({nuls} NUL bytes in its first "
+                        f"{SNIFF >> 10} KB), not a console log; give the console's text, "
+                        "plain, gzip or xz")
     return sniffed  # type: ignore[return-value]
+
+
+_BANNER = re.compile(r"Linux version (\S+)(?: .*)?")
+
+
+def _banner(lines: Iterator[str], found: list[str]) -> Iterator[str]:
+    """@lines, the kernel's first "Linux version" banner put in @found."""
+    for line in lines:
+        yield line
+        if "Linux version " in line:
+            m = _BANNER.search(line)
+            if m:
+                found.append(m.group(0).strip())
+                break
+    yield from lines
 
 
 def iter_file_lines(f: BinaryIO, chunk: int = 1 << 20) -> Iterator[str]:
@@ -737,10 +768,15 @@ def parse_text(text: str) -> ParseOutput:
     return parse_lines(lines)
 
 
-def parse_stream(f: BinaryIO, name: str = "standard input") -> ParseOutput:
-    """Parse a console from any byte stream, plain, gzip or xz."""
+def parse_stream(f: BinaryIO, name: str = "standard input", binary_ok: bool = True
+                 ) -> ParseOutput:
+    """Parse a console from any byte stream, plain, gzip or xz. Standard
+    input takes binary junk (its verdict: no KTAP output); a file does not."""
+    banner: list[str] = []
     try:
-        return parse_lines(iter_file_lines(decompressed(f)))
+        out = parse_lines(_banner(iter_file_lines(decompressed(f, name, binary_ok)), banner))
+        out.banner = banner[0] if banner else ""
+        return out
     except (EOFError, lzma.LZMAError, zlib.error, gzip.BadGzipFile) as e:
         raise UserError(f"{name}: the compressed data is truncated or corrupt ({e}); "
                         "to parse what is left: zcat or xzcat it | runner parse -") from e
@@ -749,4 +785,4 @@ def parse_stream(f: BinaryIO, name: str = "standard input") -> ParseOutput:
 def parse_file(path: str) -> ParseOutput:
     """Parse a console file: regular, FIFO or /dev/fd, plain, gzip or xz."""
     with open(path, "rb") as f:
-        return parse_stream(f, path)
+        return parse_stream(f, path, binary_ok=False)

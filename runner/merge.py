@@ -12,7 +12,13 @@ run. Runs, and test cases, are told apart by kernel source as well as by
 arch and variant. A test that two inputs both report is kept once if both
 say the same, else it is an error: two shards ran one target, or the
 inputs come from two runs. One input may name a test twice (pytest does,
-for a test that fails and then errors in teardown): both are kept."""
+for a test that fails and then errors in teardown): both are kept.
+
+Memory is bounded: an input over MAX_REPORT_BYTES is refused before it is
+read, a JUnit report that declares a DOCTYPE (and so entities) is refused,
+a JSON report of more than MAX_JSON_VALUES values is refused before it is
+decoded, and no more than MAX_CASES test cases are kept, each as its text.
+An empty report (no run, no test case) is refused: it never passes."""
 
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ import contextlib
 import json
 import math
 import os
+import re
+import stat
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,9 +40,13 @@ from runner.results import RunInfo, RunResult, run_error
 
 REPORT_SCHEMA = "allocprof-ktest/report/1"  # runner run, runner parse, runner merge
 RESULTS_SCHEMA = "allocprof-ktest/results/1"  # one target of a run (<run>/<target>/)
-# Far above any report the runner writes (its parser keeps at most 100,000
-# log lines of 4 KB per run), and a bound for an input that never ends.
-MAX_REPORT_BYTES = 1 << 30
+# Far above any report the runner writes (a whole matrix is a few MB), and
+# a bound for an input that never ends (README, "Distributed runs").
+MAX_REPORT_BYTES = 256 << 20
+# A report of a run holds a few hundred test cases (a console at most
+# 100,000 kept results): bounds on what is kept in memory.
+MAX_CASES = 1_000_000
+MAX_JSON_VALUES = 4_000_000
 BOM = b"\xef\xbb\xbf"
 _SNIFF = 1 << 16
 _CHUNK = 1 << 20
@@ -43,8 +55,9 @@ _CHUNK = 1 << 20
 def source_of(info: RunInfo) -> str:
     """The kernel source a run tested: its source id (a commit, or a
     tarball's version and digest) or, for a console parsed on its own,
-    that console."""
-    return info.source_id or f"console:{info.console or '-'}"
+    that console and the kernel version its banner shows."""
+    version = f":{info.kernel_version}" if info.kernel_version else ""
+    return info.source_id or f"console:{info.console or '-'}{version}"
 
 
 def run_key(run: RunResult) -> tuple[str, str, str, str]:
@@ -84,6 +97,16 @@ def _open(path: Path) -> Iterator[BinaryIO]:
         yield f
 
 
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    """Running out of memory on @path is its fault, told in one line."""
+    try:
+        yield
+    except MemoryError:
+        raise UserError(f"{path}: ran out of memory reading it; it is no report of a run: "
+                        "give the shards' junit.xml or results.json") from None
+
+
 def _describe(head: bytes) -> str:
     if not head:
         return "it is empty"
@@ -104,6 +127,11 @@ def kind(path: Path, f: BinaryIO) -> str:
     if found is None:
         raise UserError(f"{path}: neither JUnit XML nor JSON ({_describe(head)}); give the "
                         "shards' junit.xml or results.json files")
+    st = os.fstat(f.fileno())
+    if stat.S_ISREG(st.st_mode) and st.st_size > MAX_REPORT_BYTES:  # refused unread
+        raise UserError(f"{path}: {st.st_size >> 20} MiB, larger than {MAX_REPORT_BYTES >> 20} "
+                        "MiB, which no report of a run is; give the shards' junit.xml or "
+                        "results.json files")
     return found
 
 
@@ -157,25 +185,58 @@ def _outcome(case: ET.Element) -> tuple:
     return found or (("passed", "", "", ""),)
 
 
+@dataclass(slots=True)
+class _Case:
+    """A test case as kept: what tells it apart, its outcome, and its text
+    as written (the element itself is dropped: it weighs ten times more)."""
+
+    key: tuple
+    outcome: tuple
+    text: str
+    seconds: float
+
+    @property
+    def kinds(self) -> set[str]:
+        return {o[0] for o in self.outcome} & set(_RESULTS)
+
+
 @dataclass
 class _Suite:
     name: str
     source: tuple[str, ...]
     attrs: dict[str, str]
     properties: dict[str, str]
-    cases: list[ET.Element] = field(default_factory=list)
+    cases: list = field(default_factory=list)
 
 
-def _junit_suites(path: Path, f: BinaryIO) -> Iterator[_Suite]:
+_PROLOG = re.compile(rb"\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*", re.DOTALL)
+
+
+def _check_prolog(path: Path, head: bytes) -> None:
+    """No DOCTYPE: a report never needs one, and its entities can make a
+    small file expand a thousandfold. The root must show in the first bytes."""
+    body = head.removeprefix(BOM)
+    rest = body[_PROLOG.match(body).end():]
+    if rest.startswith(b"<!"):
+        raise UserError(f"{path}: declares a DOCTYPE (entities), which no JUnit report "
+                        "needs and which is refused; give the shards' JUnit reports")
+    if not rest[:1] == b"<" or len(rest) < 2:
+        raise UserError(f"{path}: no root element in its first {_SNIFF >> 10} KB; give "
+                        "the shards' JUnit reports")
+
+
+def _junit_suites(path: Path, f: BinaryIO, kept: list[int]) -> Iterator[_Suite]:
     """The suites of a JUnit report as they end, each with its own test
     cases (those of a nested suite are its own). Test cases outside any
     suite (directly under <testsuites>) make a suite named after the root.
-    Only the test cases are kept: every other element leaves the tree
-    when it ends, so memory follows the test cases, not the file."""
+    Only the test cases are kept, as _Case: every element leaves the tree
+    when it ends, so memory follows the test cases, not the file. @kept
+    counts the test cases kept over all inputs (at most MAX_CASES)."""
+    _check_prolog(path, f.peek(_SNIFF)[:_SNIFF])
     open_suites: list[_Suite] = []
     stack: list[ET.Element] = []
     in_case = 0  # depth inside a <testcase>: kept whole
-    root_cases: list[ET.Element] = []
+    root_cases: list[_Case] = []
     try:
         for event, elem in ET.iterparse(_Capped(path, f), events=("start", "end")):
             tag = _tag(elem)
@@ -193,16 +254,28 @@ def _junit_suites(path: Path, f: BinaryIO) -> Iterator[_Suite]:
                 in_case -= 1
                 if in_case:
                     continue  # part of a test case
-                (open_suites[-1].cases if open_suites else root_cases).append(elem)
+                kept[0] += 1
+                if kept[0] > MAX_CASES:
+                    raise UserError(f"{path}: more than {MAX_CASES:,} test cases in all, which "
+                                    "no run has; give the shards' JUnit reports")
+                suite = open_suites[-1] if open_suites else None
+                props = _properties(elem)
+                # A case without a source of its own takes its suite's, once known.
+                key = (_source(props) if any(_source(props)) else None,
+                       elem.get("classname") or "", elem.get("name") or "")
+                elem.tail = None
+                (suite.cases if suite else root_cases).append(
+                    _Case(key, _outcome(elem), ET.tostring(elem, encoding="unicode"),
+                          _seconds(elem)))
             elif tag == "property" and [_tag(e) for e in stack[-2:]] == ["testsuite",
                                                                           "properties"]:
                 open_suites[-1].properties[elem.get("name") or ""] = elem.get("value") or ""
             elif tag == "testsuite":
                 suite = open_suites.pop()
                 suite.source = _source(suite.properties)
-                yield suite
+                yield _own(suite)
             elif tag == "testsuites" and not stack and root_cases:
-                yield _Suite(elem.get("name") or "", (), {}, {}, root_cases)
+                yield _own(_Suite(elem.get("name") or "", ("", ""), {}, {}, root_cases))
             # Siblings end in order, and the parser may be ahead of these
             # events: the element just ended is its parent's first child.
             if stack and len(stack[-1]) and stack[-1][0] is elem:
@@ -210,6 +283,13 @@ def _junit_suites(path: Path, f: BinaryIO) -> Iterator[_Suite]:
     except ET.ParseError as e:
         raise UserError(f"{path}: not well-formed XML ({e}); give the shards' JUnit "
                         "reports") from None
+
+
+def _own(suite: _Suite) -> _Suite:
+    for c in suite.cases:
+        if c.key[0] is None:
+            c.key = (suite.source, *c.key[1:])
+    return suite
 
 
 @dataclass
@@ -234,7 +314,7 @@ class MergedJunit:
         for s in self.suites.values():
             cases += len(s.cases)
             for c in s.cases:
-                for kind_ in {_tag(r) for r in c} & set(_RESULTS):
+                for kind_ in c.kinds:
                     count[kind_] += 1
         return JunitTotals(cases, count["failure"], count["error"], count["skipped"])
 
@@ -248,33 +328,41 @@ def _case_name(key: tuple) -> str:
 def merge_junit(inputs: list[tuple[Path, BinaryIO]]) -> MergedJunit:
     out = MergedJunit()
     seen: dict[tuple, tuple[int, Path, list]] = {}
+    kept = [0]
     for index, (path, f) in enumerate(inputs):
         mine: dict[tuple, list] = {}
-        order: list[tuple[tuple, tuple, ET.Element]] = []
-        for suite in _junit_suites(path, f):
-            skey = (suite.name, suite.source)
-            if skey not in out.suites:
-                out.suites[skey] = _Suite(suite.name, suite.source, {
-                    k: v for k, v in suite.attrs.items() if k in ("hostname", "timestamp")},
-                    suite.properties)
-            elif suite.attrs.get("timestamp") and (
-                    out.suites[skey].attrs.get("timestamp") or "~") > suite.attrs["timestamp"]:
-                # the run began with its first shard
-                out.suites[skey].attrs["timestamp"] = suite.attrs["timestamp"]
-            for case in suite.cases:
-                props = _properties(case)
-                key = (_source(props) if any(_source(props)) else suite.source,
-                       case.get("classname") or "", case.get("name") or "")
-                mine.setdefault(key, []).append(_outcome(case))
-                order.append((skey, key, case))
-        for skey, key, case in order:
+        order: list[tuple[tuple, _Case]] = []
+        with reading(path):
+            for suite in _junit_suites(path, f, kept):
+                skey = (suite.name, suite.source)
+                if skey not in out.suites:
+                    out.suites[skey] = _Suite(suite.name, suite.source, {
+                        k: v for k, v in suite.attrs.items() if k in ("hostname", "timestamp")},
+                        suite.properties)
+                elif suite.attrs.get("timestamp") and (
+                        out.suites[skey].attrs.get("timestamp") or "~") > suite.attrs["timestamp"]:
+                    # the run began with its first shard
+                    out.suites[skey].attrs["timestamp"] = suite.attrs["timestamp"]
+                for case in suite.cases:
+                    mine.setdefault(case.key, []).append(case.outcome)
+                    order.append((skey, case))
+        for skey, case in order:
+            key = case.key
             nameless = not (key[1] or key[2])  # nothing to tell them apart by: all kept
             if not nameless and key in seen and seen[key][0] != index:
                 _same(key, seen[key][1:], (path, mine[key]))
                 continue
-            seen.setdefault(key, (index, path, mine[key]))
+            if not nameless:
+                seen.setdefault(key, (index, path, mine[key]))
             out.suites[skey].cases.append(case)
+    if not any(s.cases for s in out.suites.values()):
+        raise UserError(f"no test case in {_names(p for p, _ in inputs)}: an empty report "
+                        "never passes; give the shards' reports of a run that ran")
     return out
+
+
+def _names(paths) -> str:
+    return ", ".join(str(p) for p in paths)
 
 
 def _same(key: tuple, first: tuple[Path, list], other: tuple[Path, list]) -> None:
@@ -300,20 +388,25 @@ def write_junit(doc: MergedJunit, path: Path) -> None:
         f.write('<?xml version="1.0" encoding="utf-8"?>\n')
         f.write(f'<testsuites errors="{totals.errors}" failures="{totals.failures}" '
                 f'skipped="{totals.skipped}" tests="{totals.tests}" '
-                f'time="{sum(_seconds(c) for s in doc.suites.values() for c in s.cases):f}">\n')
+                f'time="{sum(c.seconds for s in doc.suites.values() for c in s.cases):f}">\n')
         for s in doc.suites.values():
             one = MergedJunit({(): s}).totals()
             attrs = {"name": s.name, "errors": str(one.errors), "failures": str(one.failures),
                      "skipped": str(one.skipped), "tests": str(one.tests),
-                     "time": f"{sum(_seconds(c) for c in s.cases):f}", **s.attrs}
+                     "time": f"{sum(c.seconds for c in s.cases):f}", **s.attrs}
             elem = ET.Element("testsuite", attrs)
             if s.properties:
                 props = ET.SubElement(elem, "properties")
                 for k, v in s.properties.items():
                     ET.SubElement(props, "property", name=k, value=v)
-            elem.extend(s.cases)
-            f.write(ET.tostring(elem, encoding="unicode"))
-            f.write("\n")
+            head = ET.tostring(elem, encoding="unicode")
+            if head.endswith(" />"):  # no properties: <testsuite ... />
+                f.write(head[:-3] + ">")
+            else:
+                f.write(head[:-len("</testsuite>")])
+            for c in s.cases:
+                f.write(c.text)
+            f.write("</testsuite>\n")
         f.write("</testsuites>\n")
 
 
@@ -330,6 +423,7 @@ def runs_in(path: Path, f: BinaryIO) -> list[RunResult]:
     capped = _Capped(path, f)
     while chunk := capped.read(_CHUNK):
         data += chunk
+    _count_values(path, data)
     try:
         doc = json.loads(data.decode("utf-8-sig"), parse_constant=_reject_constant)
     except UnicodeDecodeError as e:
@@ -347,25 +441,41 @@ def runs_in(path: Path, f: BinaryIO) -> list[RunResult]:
     del data
     schema = doc.get("schema") if isinstance(doc, dict) else None
     if schema == REPORT_SCHEMA and isinstance(doc.get("runs"), list):
-        runs = [(r, f"runs[{i}]") for i, r in enumerate(doc["runs"])]
+        runs, at = doc["runs"], "runs[{}]"
     elif schema == RESULTS_SCHEMA:
-        runs = [(doc, "")]
+        runs, at = [doc], ""
     else:
         raise UserError(f"{path}: not an allocprof-ktest JSON report (schema "
                         f"{REPORT_SCHEMA} or {RESULTS_SCHEMA})")
-    for run, at in runs:
-        error = run_error(run, at)
+    for i, run in enumerate(runs):
+        error = run_error(run, at.format(i))
         if error:
             raise UserError(f"{path}: {error.lstrip('.')}: not as the runner writes its reports; "
                             "give the report the runner wrote")
-    return [RunResult.from_dict(run) for run, _ in runs]
+    out = []
+    for i, run in enumerate(runs):
+        out.append(RunResult.from_dict(run))
+        runs[i] = None  # its dicts go as its results come
+    return out
+
+
+def _count_values(path: Path, data: bytearray) -> None:
+    """At most MAX_JSON_VALUES values (an upper bound: every "," "{" "["
+    counts), before any is decoded: `[{},{},...]` takes 70 times its size."""
+    values = data.count(b",") + data.count(b"{") + data.count(b"[")
+    if values > MAX_JSON_VALUES:
+        raise UserError(f"{path}: about {values:,} JSON values, more than the "
+                        f"{MAX_JSON_VALUES:,} of any report of a run; give the shards' "
+                        "results.json files")
 
 
 def merge_runs(inputs: list[tuple[Path, BinaryIO]]) -> list[RunResult]:
     runs: list[RunResult] = []
     seen: dict[tuple, tuple[Path, tuple]] = {}
     for path, f in inputs:
-        for run in runs_in(path, f):
+        with reading(path):
+            found = runs_in(path, f)
+        for run in found:
             key = run_key(run)
             outcome = tuple((run.test_id(leaf), leaf.result.status.value, leaf.result.reason)
                             for leaf in run.leaves())
@@ -378,6 +488,9 @@ def merge_runs(inputs: list[tuple[Path, BinaryIO]]) -> list[RunResult]:
                 continue
             seen[key] = (path, outcome)
             runs.append(run)
+    if not runs:  # (a run without tests is a crash: it fails, exit 1)
+        raise UserError(f"no test in {_names(p for p, _ in inputs)} (no run): an empty "
+                        "report never passes; give the reports of a run that ran")
     return runs
 
 

@@ -85,17 +85,17 @@ def test_size_preserving_edit_boots_the_new_code(base_source, tmp_path):
     ftree = faults.FaultTree(base_source, opts.cache)
     target = Target(ARCHES["x86_64"], "default")
     sizes = []
-    try:
-        for v, other in (("a", "b"), ("b", "a")):
-            patch = (DATA / "identity" / f"{v}.patch").read_text()
-            fault = faults.Fault(f"identity-{v}", {}, patch)
-            result = pipeline.execute_prepared(opts, target, tmp_path / v, ftree.use(fault))
-            console = Path(result.info.console).read_text(errors="replace")
-            assert f"allocprof-identity: {v * 8}" in console
-            assert f"allocprof-identity: {other * 8}" not in console
-            assert result.info.kernel and "allocprof-" in result.info.kernel
-            build_dir = opts.cache / "build" / f"faults-{base_source.key}" / target.build_name
+    for v, other in (("a", "b"), ("b", "a")):
+        patch = (DATA / "identity" / f"{v}.patch").read_text()
+        fault = faults.Fault(f"identity-{v}", {}, patch)
+        with ftree.applied(fault) as src:
+            result = pipeline.execute_prepared(opts, target, tmp_path / v, src)
+            build_dir = opts.cache / "build" / src.key / target.build_name
             sizes.append((build_dir / target.arch.image).stat().st_size)
-    finally:
-        ftree.use(None)
+        console = Path(result.info.console).read_text(errors="replace")
+        assert f"allocprof-identity: {v * 8}" in console
+        assert f"allocprof-identity: {other * 8}" not in console
+        assert result.info.kernel and "allocprof-" in result.info.kernel
+    with ftree.applied(None):
+        pass
     print(f"bzImage sizes of the two builds: {sizes}")

@@ -458,6 +458,17 @@ def test_an_endless_report_is_cut_off(tmp_path, capsys, monkeypatch):
 
 # --- 10: atomic writes by file type, /dev/shm included ---
 
+def _interrupted_write(monkeypatch, path: Path) -> None:
+    """A JSON report written to @path, interrupted half-way."""
+    def half_then_interrupted(runs, out):
+        out.write('{"schema": ')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "write_json_to", half_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_json([_run()], path)
+
+
 def test_a_report_in_dev_shm_is_replaced_whole(monkeypatch):
     if not Path("/dev/shm").is_dir():
         pytest.skip("no /dev/shm on this machine")
@@ -465,14 +476,7 @@ def test_a_report_in_dev_shm_is_replaced_whole(monkeypatch):
     target.write_text("the previous report")
     try:
         assert not _is_special(target)
-
-        def half_then_interrupted(runs, out):
-            out.write('{"schema": ')
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(report, "write_json_to", half_then_interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            report.write_json([_run()], target)
+        _interrupted_write(monkeypatch, target)
         assert target.read_text() == "the previous report"
         assert not list(Path("/dev/shm").glob(f".{target.name}.*.tmp"))
     finally:
@@ -697,3 +701,200 @@ def test_every_row_of_the_exit_code_table(tmp_path, code):
     p = _shell(script, cwd=tmp_path, env=env)
     assert p.returncode == code, p.stderr
     assert p.stderr.count(b"\n") == (1 if code in (2, 3, 130, 143) else 0), p.stderr
+
+
+# --- second round (the reviewer's residual cases), most harmful first ---
+
+def test_merge_memory_is_bounded_before_reading(tmp_path, capsys, monkeypatch):
+    """A report is refused by its size before it is read, a JUnit report by
+    a DOCTYPE, a JSON one by its count of values before it is decoded, and
+    past MAX_CASES test cases; running out of memory names the input."""
+    m = str(tmp_path / "m.xml")
+    amp = tmp_path / "amp.xml"
+    amp.write_text('<?xml version="1.0"?><!DOCTYPE t [<!ENTITY e "' + "x" * 1000 + '">]>'
+                   "<testsuites><testsuite name='s'>" + "<testcase name='&e;'/>" * 90
+                   + "</testsuite></testsuites>")
+    _one_line(capsys, ["merge", m, str(amp)], str(amp), "DOCTYPE")
+    dicts = tmp_path / "dicts.json"
+    dicts.write_text('{"schema": "allocprof-ktest/report/1", "runs": ['
+                     + ",".join(["{}"] * 200_000) + "]}")
+    monkeypatch.setattr(merge, "MAX_JSON_VALUES", 100_000)
+    peak = _peak(lambda: _one_line(capsys, ["merge", str(tmp_path / "m.json"), str(dicts)],
+                                   str(dicts), "JSON values"))
+    assert peak < 8 * dicts.stat().st_size  # never decoded (200,000 dicts: 40 MB)
+    cases = tmp_path / "cases.xml"
+    cases.write_text("<testsuites><testsuite name='s'>" + "<testcase/>" * 2000
+                     + "</testsuite></testsuites>")
+    monkeypatch.setattr(merge, "MAX_CASES", 1000)
+    _one_line(capsys, ["merge", m, str(cases)], str(cases), "more than 1,000 test cases")
+    monkeypatch.setattr(merge, "MAX_REPORT_BYTES", 1 << 20)
+    big = tmp_path / "big.xml"
+    with open(big, "wb") as f:
+        f.write(b"<testsuites>")
+        f.truncate(2 << 20)
+    peak = _peak(lambda: _one_line(capsys, ["merge", m, str(big)], "2 MiB, larger than 1 MiB"))
+    assert peak < 1 << 20
+
+    def exhausted(case):
+        raise MemoryError
+
+    monkeypatch.setattr(merge, "MAX_CASES", 10)
+    monkeypatch.setattr(merge, "_outcome", exhausted)
+    _, xml = _reports(tmp_path, "r", _run())
+    _one_line(capsys, ["merge", m, str(xml)], str(xml), "ran out of memory")
+
+
+def test_a_merged_junit_keeps_each_test_case_as_written(tmp_path, capsys):
+    """Test cases are kept as their text: the merge is the same report."""
+    js, xml = _reports(tmp_path, "r", _run(Status.FAIL, reason="boom"))
+    assert main(["merge", str(tmp_path / "m.xml"), str(xml)]) == 1
+    before, after = ET.parse(xml).getroot(), ET.parse(tmp_path / "m.xml").getroot()
+    assert [ET.tostring(c) for c in before.iter("testcase")] == \
+        [ET.tostring(c) for c in after.iter("testcase")]
+    assert after.get("failures") == "1" and after.find("testsuite/properties") is not None
+
+
+def test_parse_records_the_kernel_banner_and_two_kernels_stay_apart(tmp_path, capsys):
+    for name, version in (("a", "6.12.1"), ("b", "7.3.4")):
+        (tmp_path / f"{name}.log").write_text(
+            f"[    0.000000] Linux version {version} (u@h) (gcc 12) #1 SMP\n{GOOD}")
+        assert main(["parse", str(tmp_path / f"{name}.log"), "--arch", "x86_64", "-q",
+                     "--json", str(tmp_path / f"{name}.json"),
+                     "--junit", str(tmp_path / f"{name}.xml")]) == 0
+    info = json.loads((tmp_path / "a.json").read_text())["runs"][0]["info"]
+    assert info["kernel_version"] == "6.12.1"
+    assert info["kernel"] == "Linux version 6.12.1 (u@h) (gcc 12) #1 SMP"
+    # The same console name (`runner parse -` in two jobs) and two kernels.
+    for name in "ab":
+        path = tmp_path / f"{name}.json"
+        path.write_text(path.read_text().replace(str(tmp_path / f"{name}.log"), "-"))
+    assert main(["merge", str(tmp_path / "m.json"), str(tmp_path / "a.json"),
+                 str(tmp_path / "b.json")]) == 0
+    assert len(json.loads((tmp_path / "m.json").read_text())["runs"]) == 2
+    assert main(["export", "--kcidb", str(tmp_path / "k.json"), "--json",
+                 str(tmp_path / "m.json")]) == 0
+    doc = json.loads((tmp_path / "k.json").read_text())
+    assert len(doc["checkouts"]) == 2 and len(doc["tests"]) == 2
+    assert main(["merge", str(tmp_path / "m.xml"), str(tmp_path / "a.xml"),
+                 str(tmp_path / "b.xml")]) == 0
+    assert "2 tests" in capsys.readouterr().out
+
+
+def test_export_never_takes_an_older_run_for_a_killed_one(tmp_path, capsys):
+    res = tmp_path / "res"
+    old = res / "20260101-000000-aaaa"
+    old.mkdir(parents=True)
+    report.write_json([_run()], old / "results.json")
+    out = str(tmp_path / "k.json")
+    assert main(["export", "--kcidb", out, "--results-dir", str(res)]) == 0
+    assert f"of {old}" in capsys.readouterr().out  # which run was exported
+    killed = res / "20260102-000000-bbbb"
+    (killed / "x86_64-default").mkdir(parents=True)
+    (res / "bench-20260103-000000-cccc").mkdir()  # another command's run
+    pytest_run = res / "pytest-20260101-120000-dddd"
+    (pytest_run / "x86_64-default").mkdir(parents=True)
+    report.write_json([_run()], pytest_run / "x86_64-default" / "results.json")
+    _one_line(capsys, ["export", "--kcidb", str(tmp_path / "k2.json"), "--results-dir",
+                       str(res)], f"the newest run, {killed}, has no results")
+    assert not (tmp_path / "k2.json").exists()
+
+
+@pytest.mark.parametrize("kind", ["json", "xml"])
+def test_an_empty_report_never_passes(tmp_path, capsys, kind):
+    empty = tmp_path / f"e.{kind}"
+    empty.write_text('{"schema": "allocprof-ktest/report/1", "runs": []}' if kind == "json"
+                     else "<testsuites/>")
+    _one_line(capsys, ["merge", str(tmp_path / f"m.{kind}"), str(empty)], "no test", str(empty))
+    _one_line(capsys, ["merge", str(tmp_path / f"m.{kind}"), str(empty), str(empty)],
+              "no test")
+    if kind == "json":
+        _one_line(capsys, ["export", "--kcidb", str(tmp_path / "k.json"), "--json",
+                           str(empty)], "no test", str(empty))
+    assert not list(tmp_path.glob("m.*")) and not (tmp_path / "k.json").exists()
+
+
+def test_atomic_or_in_place_is_told_by_the_file_type_not_its_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "pc.xml"
+    target.write_text("the previous report")
+    through_proc = Path("/proc/self/cwd/pc.xml")
+    assert not _is_special(through_proc) and not _is_special(Path("/proc/self/cwd/new.xml"))
+    _interrupted_write(monkeypatch, through_proc)
+    assert target.read_text() == "the previous report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pc.xml"]
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert _is_special(fifo) and _is_special(Path("/dev/fd/1"))
+    assert _is_special(Path(f"/proc/{os.getpid()}/fd/1"))
+
+
+def test_a_full_stdout_is_said_after_the_reports_are_written(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    (tmp_path / "good.log").write_text(GOOD)
+    p = _shell("$R parse good.log --json f.json --junit f.xml >/dev/full", cwd=tmp_path)
+    assert p.returncode == EXIT_ERROR and p.stderr.count(b"\n") == 1, p.stderr
+    assert b"standard output is full" in p.stderr and b"f.json" in p.stderr
+    assert json.loads((tmp_path / "f.json").read_text())["runs"]
+    assert ET.parse(tmp_path / "f.xml").getroot().get("tests") == "1"
+    p = _shell("$R merge m.xml f.xml >/dev/full", cwd=tmp_path)
+    assert p.returncode == EXIT_ERROR and p.stderr.count(b"\n") == 1, p.stderr
+    assert b"standard output is full" in p.stderr and (tmp_path / "m.xml").exists()
+
+
+def test_a_binary_file_is_no_console(tmp_path, capsys):
+    import gzip
+
+    rand = tmp_path / "rand.dat"
+    rand.write_bytes(os.urandom(1 << 16))
+    _one_line(capsys, ["parse", str(rand)], str(rand), "binary data", "not a console")
+    _one_line(capsys, ["parse", sys.executable], "ELF", "not a console")
+    packed = tmp_path / "bin.gz"
+    packed.write_bytes(gzip.compress(os.urandom(4096) + b"\0" * 100))
+    _one_line(capsys, ["parse", str(packed)], "binary data")
+    (tmp_path / "stray.log").write_bytes(b"\0\0\n" + GOOD.encode())  # a stray NUL or two
+    assert main(["parse", str(tmp_path / "stray.log"), "-q"]) == 0
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_bench_output_paths_are_checked_before_any_build(tmp_path, capsys, monkeypatch,
+                                                         option):
+    monkeypatch.setattr(tools, "arch_unavailable", lambda arch: None)
+    (tmp_path / "afile").write_text("x")
+    res = ["--results-dir", str(tmp_path / "res")]
+    _one_line(capsys, ["bench", option, str(tmp_path / "afile" / "o"), *res],
+              option, "is a file, not a directory")
+    _one_line(capsys, ["bench", option, str(tmp_path / "no" / "o"), *res], "does not exist")
+    _one_line(capsys, ["bench", option, str(tmp_path), *res], "is a directory")
+    assert not (tmp_path / "res").exists()
+
+
+def test_kcidb_paths_of_one_build_and_boot_are_unique(tmp_path):
+    names = ["x y", "x_y", "x.y", "x/y"]
+    run = RunResult(RunInfo(arch="x86_64", variant="default", kernel_version="6.12.117",
+                            source_id=SRC_612),
+                    [Result("suite", Status.PASS,
+                            children=[Result(n, Status.PASS) for n in names])])
+    doc = kcidb.export([run, _run()])
+    paths = [t["path"] for t in doc["tests"]]
+    assert len(set(paths)) == len(paths) == 5
+    assert "allocprof.suite.x_y" in paths
+    assert paths == [t["path"] for t in kcidb.export([run, _run()])["tests"]]  # stable
+    kcidb.validate(doc)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["merge"], ["required", "runner merge --help"]),
+    (["parse", "x", "--nope"], ["unrecognized arguments: --nope"]),
+    (["matrix", "--format", "xx"], ["invalid choice", "runner matrix --help"]),
+    (["nothing"], ["invalid choice", "runner --help"]),
+    (["bench", "--iterations", "many"], ["invalid int value", "runner bench --help"]),
+])
+def test_usage_errors_are_one_line(capsys, argv, words):
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("runner: error: "), err
+    for w in words:
+        assert w in err, err
