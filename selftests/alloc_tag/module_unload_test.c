@@ -350,8 +350,9 @@ static char *check_pass(char **want, int nwant, int pass)
 TEST(one_byte_reader_under_module_churn)
 {
 	char **want, *text, report[4096] = "";
-	int nwant, pass, status, cycle, stop[2], out[2];
+	int nwant, pass, passes = 0, status, cycle, stop[2], out[2], started[2];
 	const char *path;
+	char go;
 	pid_t pid;
 
 	NEED_MODULE(path);
@@ -362,6 +363,7 @@ TEST(one_byte_reader_under_module_churn)
 	ASSERT_LT(0, nwant);
 	ASSERT_EQ(0, pipe(stop));
 	ASSERT_EQ(0, pipe(out));
+	ASSERT_EQ(0, pipe(started));
 	pid = fork();
 	ASSERT_LE(0, pid);
 	if (!pid) {
@@ -369,6 +371,9 @@ TEST(one_byte_reader_under_module_churn)
 
 		close(stop[1]);
 		fcntl(stop[0], F_SETFL, O_NONBLOCK);
+		/* The churn starts once the reader runs: they overlap. */
+		if (write(started[1], "r", 1) != 1)
+			_exit(1);
 		/* Passes until the churn is over, and one more. */
 		for (pass = 0; !why; pass++) {
 			why = check_pass(want, nwant, pass);
@@ -380,6 +385,9 @@ TEST(one_byte_reader_under_module_churn)
 	}
 	close(stop[0]);
 	close(out[1]);
+	close(started[1]);
+	ASSERT_EQ(1, read(started[0], &go, 1));
+	close(started[0]);
 	for (cycle = 0; cycle < CHURN_CYCLES; cycle++) {
 		ASSERT_EQ(0, load(path, ""));
 		ASSERT_EQ(0, unload());
@@ -390,6 +398,9 @@ TEST(one_byte_reader_under_module_churn)
 	close(out[0]);
 	TH_LOG("%d load/unload cycles, %s", CHURN_CYCLES, report);
 	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	/* Begun before the first load, and a pass after the last unload. */
+	passes = atoi(report);
+	EXPECT_LE(2, passes) TH_LOG("%s", report);
 }
 
 ALLOC_TAG_TEST_MAIN

