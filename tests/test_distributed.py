@@ -232,6 +232,10 @@ def _shard_reports(tmp_path: Path, runs: list[RunResult]) -> tuple[list[Path], l
 
 
 def test_merged_shards_equal_one_unsharded_run(tmp_path, default_runs, capsys):
+    # One expected failure, as a known issue makes them, so that the merge
+    # is seen to keep it one.
+    xfail = default_runs[0].leaves()[0].result
+    xfail.status, xfail.reason = Status.XFAIL, "known kernel bug: for the merge"
     report.write_junit(default_runs, tmp_path / "all.xml")
     report.write_json(default_runs, tmp_path / "all.json")
     xml, js = _shard_reports(tmp_path, default_runs)
@@ -240,9 +244,10 @@ def test_merged_shards_equal_one_unsharded_run(tmp_path, default_runs, capsys):
     assert _junit_ids_and_counts(tmp_path / "m.xml") == \
         _junit_ids_and_counts(tmp_path / "all.xml")
     # xfail stays pytest's <skipped type="pytest.xfail">.
-    kinds = {s.get("type") for s in ET.parse(tmp_path / "m.xml").getroot().iter("skipped")}
-    assert "pytest.xfail" in kinds or not any(
-        leaf.result.status == Status.XFAIL for r in default_runs for leaf in r.leaves())
+    xfails = sum(leaf.result.status == Status.XFAIL for r in default_runs for leaf in r.leaves())
+    assert xfails > 0
+    kinds = [s.get("type") for s in ET.parse(tmp_path / "m.xml").getroot().iter("skipped")]
+    assert kinds.count("pytest.xfail") == xfails
     assert main(["merge", str(tmp_path / "m.json"), *map(str, js)]) == verdict
     merged = json.loads((tmp_path / "m.json").read_text())["runs"]
     single = json.loads((tmp_path / "all.json").read_text())["runs"]
