@@ -190,7 +190,9 @@ def test_two_runs_at_once_on_one_tree_give_separate_results(tmp_path, default_ru
                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
              for _ in range(2)]
     outs = [p.communicate(timeout=1800) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert [p.returncode for p in procs] == [0, 0], [
+        [line for line in o[0].splitlines() if "FAIL" in line or "not ok" in line][:40]
+        + [o[1][-2000:]] for o in outs]
     docs = sorted(tmp_path.glob("*/results.json"))
     assert len(docs) == 2
     consoles = set()
