@@ -109,7 +109,7 @@ def vng_env() -> dict[str, str]:
 
 def require_tools(target: Target) -> None:
     tools.require({vng_path(): tools.BOOT_TOOLS["vng"]}, "booting a test kernel")
-    tools.require({target.arch.qemu: tools.QEMU[target.arch.qemu]},
+    tools.require({target.arch.qemu: target.arch.qemu_package},
                   f"booting an {target.arch.name} kernel")
 
 
@@ -181,7 +181,7 @@ def vng_command(target: Target, image: Path, outdir: Path, accel: str,
         cmd.append("--disable-kvm")
     for a in list(target.arch.cmdline) + append:
         cmd += ["--append", a]
-    if target.arch.name != "x86_64":
+    if not target.arch.native:
         cmd += ["--arch", target.arch.name]
     return cmd
 

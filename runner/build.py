@@ -48,7 +48,7 @@ class Built:
     identity: str = ""  # in the banner of this image: what boots must say it
 
     def config(self) -> dict[str, str]:
-        return kconfig.read_options(self.build_dir / ".config")
+        return kconfig.read_options((self.build_dir / ".config").read_text())
 
 
 def locked(built: Built):
@@ -91,7 +91,7 @@ def make_env(target: Target, cache: Path, identity: str = "") -> dict[str, str]:
 
 
 def compiler(target: Target) -> str:
-    return f"{target.arch.cross_compile}gcc"
+    return target.arch.compiler
 
 
 def cached_compiler(target: Target) -> str:
@@ -104,8 +104,8 @@ def require_toolchain(target: Target) -> None:
     tools.require(tools.BUILD_TOOLS, "building a kernel")
     tools.require(tools.HEADERS, "building a kernel")
     cc = compiler(target)
-    pkgs = dict(tools.HOST_CC, **tools.CROSS_CC)
-    tools.require({cc: pkgs.get(cc, cc)}, f"building for {target.arch.name}")
+    package = "gcc" if target.arch.native else target.arch.compiler_package
+    tools.require({cc: package}, f"building for {target.arch.name}")
 
 
 def first_error(log: Path) -> str:

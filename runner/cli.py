@@ -17,7 +17,7 @@ from runner.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERM
     InfraError, UserError
 from runner.paths import cache_root, new_run_dir
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
-from runner.targets import HOST_ARCH, Target, targets
+from runner.targets import Target, host_arch, targets
 
 
 def _add_kernel_options(p: argparse.ArgumentParser, sharded: bool = False) -> None:
@@ -297,7 +297,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
             raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
         good, bad = args.good, args.bad
     # One kernel per step: the host's arch unless another is named.
-    tlist = targets(args.arch or HOST_ARCH, args.variant, args.boot_variant)
+    tlist = targets(args.arch or host_arch(), args.variant, args.boot_variant)
     if len(tlist) != 1:
         raise UserError("bisect runs one arch and one variant at a time")
     results_dir = new_run_dir(args.results_dir or "results", "bisect-")
@@ -321,7 +321,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from runner import bench
 
-    arch = args.arch or HOST_ARCH
+    arch = args.arch or host_arch()
     if args.iterations < 1 or args.repeat < 1:
         raise UserError("--iterations and --repeat must be at least 1")
     if args.plot and importlib.util.find_spec("matplotlib") is None:

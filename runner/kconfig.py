@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import UserError
@@ -19,26 +20,38 @@ def configs_dir() -> Path:
     return project_root() / "kernel" / "configs"
 
 
-def fragments(target: Target) -> list[Path]:
-    """The fragments of a target, later ones overriding earlier ones."""
+@dataclass(frozen=True)
+class Fragment:
+    name: str
+    text: str
+
+
+def fragments(target: Target) -> list[Fragment]:
+    """The fragments of a target, later ones overriding earlier ones: the
+    arch's own comes from its record (kernel/arches/)."""
     d = configs_dir()
-    names = ["base-common.config", f"base-{target.arch.name}.config", "tests.config"]
+    names = ["base-common.config", None, "tests.config"]
     if target.variant != "off":
         names.append("profiling.config")
     names.append(f"variant-{target.variant}.config")
     if target.bench:
         names.append("bench.config")
-    paths = [d / n for n in names]
-    for p in paths:
-        if not p.exists():
-            raise UserError(f"missing config fragment {p}")
-    return paths
+    out = []
+    for n in names:
+        if n is None:
+            out.append(Fragment(f"base-{target.arch.name}.config", target.arch.config))
+            continue
+        try:
+            out.append(Fragment(n, (d / n).read_text()))
+        except OSError:
+            raise UserError(f"missing config fragment {d / n}") from None
+    return out
 
 
-def read_options(path: Path) -> dict[str, str]:
+def read_options(text: str) -> dict[str, str]:
     """CONFIG_X -> value ('n' for '# CONFIG_X is not set')."""
     opts: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         m = _SET.match(line)
         if m:
@@ -50,10 +63,10 @@ def read_options(path: Path) -> dict[str, str]:
     return opts
 
 
-def wanted(frags: list[Path]) -> dict[str, str]:
+def wanted(frags: list[Fragment]) -> dict[str, str]:
     out: dict[str, str] = {}
     for f in frags:
-        out.update(read_options(f))
+        out.update(read_options(f.text))
     return out
 
 
@@ -73,7 +86,7 @@ def not_stuck(want: dict[str, str], dotconfig: Path,
               absent: set[str] = frozenset()) -> list[str]:
     """Options whose final value differs from what a fragment asked for
     (@absent: options this kernel does not have, which cannot stick)."""
-    have = read_options(dotconfig)
+    have = read_options(dotconfig.read_text())
     bad = []
     for opt, val in want.items():
         if opt in absent:
@@ -90,12 +103,15 @@ def configure(target: Target, tree: Path, build_dir: Path, make_env: dict[str, s
     frags = fragments(target)
     dotconfig = build_dir / ".config"
     stamp = build_dir / ".allocprof-fragments"
-    signature = "\n".join(f"{f.name}:{f.read_text()}" for f in frags)
+    signature = "\n".join(f"{f.name}:{f.text}" for f in frags)
     if dotconfig.exists() and stamp.exists() and stamp.read_text() == signature:
         return False
-    build_dir.mkdir(parents=True, exist_ok=True)
+    written = build_dir / "fragments"
+    written.mkdir(parents=True, exist_ok=True)
+    for f in frags:
+        (written / f.name).write_text(f.text)
     cmd = [str(tree / "scripts/kconfig/merge_config.sh"), "-n", "-O", str(build_dir)]
-    cmd += [str(f) for f in frags]
+    cmd += [str(written / f.name) for f in frags]
     with open(log, "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()

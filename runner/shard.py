@@ -4,7 +4,8 @@ balanced subset of the kernel targets.
 The boot variants of one kernel share its build, so every target of a
 build lands in the same shard and each shard builds a kernel at most once.
 Builds are spread by their expected cost (a clean build, then one boot per
-target), largest first, each onto the least loaded shard (greedy longest
+target, from the arch's record; only the ratios matter, and they are the
+same on every machine), largest first, each onto the least loaded shard (greedy longest
 processing time); ties go by name and shard number, so every machine given
 the same targets computes the same shards."""
 
@@ -14,22 +15,6 @@ from dataclasses import dataclass
 
 from runner.errors import UserError
 from runner.targets import Target
-
-
-@dataclass(frozen=True)
-class Cost:
-    """Expected seconds of a kernel from an empty cache: its clean build, and
-    each boot of it. Only the ratios matter; they are the same on every
-    machine so that all of them agree on the shards."""
-
-    build: float
-    boot: float
-
-
-# A cross build takes longer than a native one on an x86_64 CI runner, and
-# a foreign guest runs under TCG (README, "Variants and arches").
-COSTS = {"x86_64": Cost(600, 60), "arm64": Cost(900, 60), "riscv64": Cost(900, 60)}
-UNKNOWN_COST = Cost(900, 60)
 
 
 @dataclass(frozen=True)
@@ -66,8 +51,8 @@ class Build:
 
     @property
     def seconds(self) -> float:
-        c = COSTS.get(self.targets[0].arch.name, UNKNOWN_COST)
-        return c.build + c.boot * len(self.targets)
+        arch = self.targets[0].arch  # its record's costs
+        return arch.build_cost + arch.boot_cost * len(self.targets)
 
 
 def builds(targets: list[Target]) -> list[Build]:

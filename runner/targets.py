@@ -1,47 +1,11 @@
-"""Arches and build variants a test kernel can be made for."""
+"""Build variants and targets (arches are records: runner/arches.py)."""
 
-import os
 from dataclasses import dataclass
 
+from runner.arches import ARCHES, Arch, host_arch
 from runner.errors import UserError
 
-
-@dataclass(frozen=True)
-class Arch:
-    name: str  # our name, also virtme-ng's --arch
-    kernel_arch: str  # ARCH= for make
-    cross_compile: str  # CROSS_COMPILE= prefix, "" for the host
-    image: str  # path of the boot image inside the build tree
-    qemu: str
-    cmdline: tuple[str, ...] = ()
-    # Debian arch whose binary packages make a foreign guest's root; "" if
-    # Debian 12 has none (riscv64): the root is then cross-built from source.
-    deb_arch: str = ""
-
-    @property
-    def native(self) -> bool:
-        """Runs on this host's CPU: no cross compiler, KVM possible, and
-        the guest can use the host's root."""
-        return self.name == HOST_ARCH
-
-
-HOST_ARCH = os.uname().machine
-ARCHES = {
-    "x86_64": Arch(
-        "x86_64", "x86_64", "", "arch/x86/boot/bzImage", "qemu-system-x86_64",
-        # Reboot by triple fault: at once, with or without ACPI, and
-        # QEMU's -no-reboot turns it into an exit.
-        ("reboot=t",),
-    ),
-    "arm64": Arch(
-        "arm64", "arm64", "aarch64-linux-gnu-", "arch/arm64/boot/Image",
-        "qemu-system-aarch64", deb_arch="arm64",
-    ),
-    "riscv64": Arch(
-        "riscv64", "riscv", "riscv64-linux-gnu-", "arch/riscv/boot/Image",
-        "qemu-system-riscv64",
-    ),
-}
+__all__ = ["ARCHES", "Arch", "host_arch"]
 
 VARIANTS = ("default", "debug", "default-off", "off")
 # Every arch is first-class; one whose tools are missing is skipped unless

@@ -16,21 +16,6 @@ BUILD_TOOLS = {
     "xz": "xz-utils",
     "rsync": "rsync",
 }
-HOST_CC = {"gcc": "gcc"}
-CROSS_CC = {
-    "aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
-    "riscv64-linux-gnu-gcc": "gcc-riscv64-linux-gnu",
-}
-# The static C library the selftests link against, per cross compiler.
-CROSS_LIBC = {
-    "aarch64-linux-gnu-gcc": ("/usr/aarch64-linux-gnu/lib/libc.a", "libc6-dev-arm64-cross"),
-    "riscv64-linux-gnu-gcc": ("/usr/riscv64-linux-gnu/lib/libc.a", "libc6-dev-riscv64-cross"),
-}
-QEMU = {
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-system-aarch64": "qemu-system-arm",
-    "qemu-system-riscv64": "qemu-system-misc",
-}
 BOOT_TOOLS = {"vng": "virtme-ng (pip install virtme-ng)", "busybox": "busybox-static"}
 HEADERS = {
     "/usr/include/libelf.h": "libelf-dev",
@@ -63,15 +48,20 @@ def require(tools: dict[str, str], what: str) -> None:
         )
 
 
+def arch_needs(arch: Arch) -> dict[str, str]:
+    """The host tools a kernel for @arch needs, and their packages (from
+    its record)."""
+    need = {arch.qemu: arch.qemu_package}
+    if not arch.native:
+        need[arch.compiler] = arch.compiler_package
+        need[arch.libc[0]] = arch.libc[1]
+    return need
+
+
 def arch_unavailable(arch: Arch) -> str | None:
     """Why kernels for @arch cannot be built and booted here, as one line
     that says what to install; None if they can."""
-    need = {arch.qemu: QEMU[arch.qemu]}
-    if not arch.native:
-        cc = arch.cross_compile + "gcc"
-        need[cc] = CROSS_CC[cc]
-        need[CROSS_LIBC[cc][0]] = CROSS_LIBC[cc][1]
-    gone = missing(need)
+    gone = missing(arch_needs(arch))
     if gone:
         pkgs = _packages(gone)
         return f"{arch.name} needs {', '.join(pkgs)}: apt-get install {' '.join(pkgs)}"

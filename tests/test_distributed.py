@@ -121,9 +121,9 @@ def test_shards_partition_the_targets_by_build_and_balance(m, rnd):
 def test_boot_variants_share_their_build_cost():
     tlist = targets("x86_64,arm64", "default", "none,0,1")
     by_name = {b.name: b.seconds for b in shard.builds(tlist)}
-    c = shard.COSTS
-    assert by_name == {"x86_64-default": c["x86_64"].build + 3 * c["x86_64"].boot,
-                       "arm64-default": c["arm64"].build + 3 * c["arm64"].boot}
+    x, a = ARCHES["x86_64"], ARCHES["arm64"]
+    assert by_name == {"x86_64-default": x.build_cost + 3 * x.boot_cost,
+                       "arm64-default": a.build_cost + 3 * a.boot_cost}
 
 
 def test_parse_rejects_with_the_fix():

@@ -1,0 +1,130 @@
+"""Arches a test kernel can be made for: one record per file in
+kernel/arches/<name>.toml, so adding an arch is adding one file.
+
+A record holds everything that varies by arch: the kernel's ARCH= and
+cross prefix, its boot image, the QEMU that runs it, the Debian packages
+for the compiler, QEMU and the guest's root, the base config fragment, how
+the guest powers off, and the expected cost for the shard planner.
+
+This module needs only the standard library: .ci/install runs it with the
+system's python3 (`python3 -m runner.arches packages`) before the runner's
+own environment exists."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import UserError
+
+RECORDS = Path(__file__).resolve().parent.parent / "kernel" / "arches"
+
+
+def host_machine() -> str:
+    """`uname -m` of this host (a function, so tests can pose as another)."""
+    return os.uname().machine
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str  # our name, also virtme-ng's --arch
+    uname: tuple[str, ...]  # `uname -m` of a host of this arch
+    kernel_arch: str  # ARCH= for make
+    cross_prefix: str  # CROSS_COMPILE= on a host of another arch
+    image: str  # path of the boot image inside the build tree
+    qemu: str
+    qemu_package: str
+    compiler_package: str  # the cross compiler's Debian package
+    libc: tuple[str, str]  # the static C library selftests link, and its package
+    extra_packages: tuple[str, ...]  # what else .ci/install gets for this arch
+    # Debian arch whose binary packages make a foreign guest's root; "" if
+    # Debian 12 has none: the root is then cross-built from source.
+    deb_arch: str
+    build_cost: float  # seconds of a clean build from an empty cache
+    boot_cost: float  # seconds of one boot
+    config: str  # base config fragment, merged on top of allnoconfig
+    # Kernel arguments that make the guest power off when QEMU runs with
+    # -no-reboot (x86 reboots by triple fault); none where PSCI/SBI does it.
+    cmdline: tuple[str, ...] = ()
+    record: Path | None = None
+
+    @property
+    def native(self) -> bool:
+        """Runs on this host's CPU: no cross compiler, KVM possible, and
+        the guest can use the host's root."""
+        return host_machine() in self.uname
+
+    @property
+    def cross_compile(self) -> str:
+        """CROSS_COMPILE= for make: empty on a host of this arch."""
+        return "" if self.native else self.cross_prefix
+
+    @property
+    def compiler(self) -> str:
+        return f"{self.cross_compile}gcc"
+
+
+def _load(path: Path) -> Arch:
+    try:
+        r = tomllib.loads(path.read_text())
+        pkgs, guest, cost = r["packages"], r["guest"], r["cost"]
+        arch = Arch(
+            name=r["name"], uname=tuple(r["uname"]), kernel_arch=r["kernel_arch"],
+            cross_prefix=r["cross_compile"], image=r["image"], qemu=r["qemu"],
+            qemu_package=pkgs["qemu"], compiler_package=pkgs["compiler"],
+            libc=tuple(pkgs["libc"]), extra_packages=tuple(pkgs.get("extra", ())),
+            deb_arch=guest["deb_arch"], build_cost=float(cost["build"]),
+            boot_cost=float(cost["boot"]), config=r["config"]["fragment"].lstrip("\n"),
+            cmdline=tuple(r.get("cmdline", ())), record=path)
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
+        raise UserError(f"arch record {path} is malformed ({type(e).__name__}: {e}): "
+                        "compare it with kernel/arches/x86_64.toml") from None
+    if arch.name != path.stem or len(arch.libc) != 2:
+        raise UserError(f"arch record {path}: its name must be its file's ({path.stem}) "
+                        "and libc a [path, package] pair")
+    return arch
+
+
+def load(directory: Path = RECORDS) -> dict[str, Arch]:
+    """Every record, by name, x86_64 first then by name (the default order)."""
+    found = [_load(p) for p in sorted(directory.glob("*.toml"))]
+    found.sort(key=lambda a: (a.name != "x86_64", a.name))
+    return {a.name: a for a in found}
+
+
+ARCHES = load()
+
+
+def host_arch(arches: dict[str, Arch] = ARCHES) -> str:
+    """Our name for this host's arch (aarch64 -> arm64); a one-line error
+    on a host none of the records runs on."""
+    machine = host_machine()
+    for a in arches.values():
+        if machine in a.uname:
+            return a.name
+    raise UserError(f"this host's arch ({machine}) has no record in kernel/arches/: "
+                    f"give --arch, from: {', '.join(arches)}")
+
+
+def packages(arches: dict[str, Arch] = ARCHES) -> tuple[list[str], list[str]]:
+    """The Debian packages every arch needs on this host, and the foreign
+    Debian arches whose packages make the guests' roots."""
+    pkgs: list[str] = []
+    foreign: list[str] = []
+    for a in arches.values():
+        pkgs += [a.qemu_package, *a.extra_packages]
+        if not a.native:
+            pkgs += [a.compiler_package, a.libc[1]]
+            if a.deb_arch:
+                foreign.append(a.deb_arch)
+    return sorted(set(pkgs)), sorted(set(foreign))
+
+
+if __name__ == "__main__":
+    # python3 -m runner.arches packages|foreign
+    pkgs, foreign = packages()
+    what = sys.argv[1] if len(sys.argv) > 1 else "packages"
+    print(" ".join(foreign if what == "foreign" else pkgs))

@@ -1,0 +1,93 @@
+"""The arch records (kernel/arches/*.toml): each is complete, and the
+host's `uname -m` maps to our name whatever the host is."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner import arches, boot, kconfig, tools
+from runner.errors import UserError
+from runner.targets import targets
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pose_as(monkeypatch, machine: str) -> None:
+    monkeypatch.setattr(arches, "host_machine", lambda: machine)
+
+
+@pytest.mark.parametrize("name", sorted(arches.ARCHES))
+def test_every_uname_of_a_record_is_that_arch_and_native(monkeypatch, name):
+    arch = arches.ARCHES[name]
+    assert arch.uname, f"{arch.record} names no `uname -m`"
+    for machine in arch.uname:
+        pose_as(monkeypatch, machine)
+        assert arches.host_arch() == name
+        assert [a.name for a in arches.ARCHES.values() if a.native] == [name]
+        # Native: the host's own compiler, and the other arches cross.
+        assert arch.cross_compile == "" and arch.compiler == "gcc"
+        for other in arches.ARCHES.values():
+            if other is not arch:
+                assert other.cross_compile == other.cross_prefix != ""
+                assert tools.arch_needs(other)[other.compiler] == other.compiler_package
+
+
+def test_an_arm64_host_runs_arm64_natively(monkeypatch, tmp_path):
+    """With no --arch on an aarch64 host, arm64 is the host's arch (bisect
+    and bench pick it), builds with the host's gcc, and boots without
+    vng's --arch and on the host's root; x86_64 is then the foreign one."""
+    pose_as(monkeypatch, "aarch64")
+    assert arches.host_arch() == "arm64"
+    arm64, x86 = arches.ARCHES["arm64"], arches.ARCHES["x86_64"]
+    assert arm64.native and arm64.compiler == "gcc"
+    assert not x86.native and x86.compiler == "x86_64-linux-gnu-gcc"
+    guest = boot.Guest()
+    cmds = {t.arch.name: boot.vng_command(t, tmp_path / "Image", tmp_path, "tcg", [], "1G", 2,
+                                          guest)
+            for t in targets("arm64,x86_64", "default")}
+    assert "--arch" not in cmds["arm64"]
+    assert cmds["x86_64"][cmds["x86_64"].index("--arch") + 1] == "x86_64"
+
+
+def test_a_host_with_no_record_is_one_line(monkeypatch):
+    pose_as(monkeypatch, "m68k")
+    with pytest.raises(UserError, match=r"host's arch \(m68k\) has no record .*give --arch"):
+        arches.host_arch()
+
+
+def test_a_record_is_all_an_arch_needs(tmp_path):
+    """A new file in the records' directory is a new arch: loaded, named by
+    its file, its fragment the base config of its targets."""
+    text = (arches.RECORDS / "riscv64.toml").read_text()
+    (tmp_path / "riscv64.toml").write_text(text)
+    (tmp_path / "newarch.toml").write_text(text.replace('name = "riscv64"', 'name = "newarch"'))
+    loaded = arches.load(tmp_path)
+    assert list(loaded) == ["newarch", "riscv64"]
+    assert loaded["newarch"].config == loaded["riscv64"].config
+    (tmp_path / "bad.toml").write_text(text)
+    with pytest.raises(UserError, match=r"bad.toml: its name must be its file's"):
+        arches.load(tmp_path)
+    (tmp_path / "bad.toml").write_text("name = 1")
+    with pytest.raises(UserError, match=r"bad.toml is malformed .*x86_64.toml"):
+        arches.load(tmp_path)
+
+
+def test_base_fragment_comes_from_the_record():
+    for t in targets(",".join(arches.ARCHES), "default"):
+        frags = kconfig.fragments(t)
+        assert frags[1].name == f"base-{t.arch.name}.config"
+        assert frags[1].text == t.arch.config
+        assert kconfig.wanted([frags[1]]), f"{t.arch.record} sets no option"
+
+
+def test_install_reads_the_records_with_the_system_python():
+    """.ci/install runs before the venv: the records load with python3
+    and the standard library alone."""
+    out = subprocess.run([sys.executable, "-S", "-m", "runner.arches", "packages"],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for a in arches.ARCHES.values():
+        assert a.qemu_package in out
+        if not a.native:
+            assert {a.compiler_package, a.libc[1]} <= set(out)
