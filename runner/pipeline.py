@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import (boot, build, console_checks, contracts, known_issues, ktap, rootfs, skips,
-                    source, timings)
+from runner import (boot, build, console_checks, contracts, kinds, known_issues, ktap, rootfs,
+                    skips, source, timings)
 from runner.errors import InfraError, UserError
-from runner.kunit_cases import (Suite, all_suites, expected_suites, selftest_suites,
-                                upstream_suites)
+from runner.cases import Suite
+from runner.kinds import expected_suites, program_suites, tree_suites
 from runner.lock import exclusive
 from runner.selection import KUNIT_SHUTDOWN, Selection
 from runner.options import TCG_TIMEOUT
@@ -71,10 +71,10 @@ def add_missing_expected(tests: list[TestResult], reason: str,
     Without the feature the KUnit suites cannot be built in: their cases
     are skipped with that reason instead of failing."""
     by_name = {t.name: t for t in tests}
-    selftest_names = {s.name for s in selftest_suites() + list(upstream or ())}
+    needs_feature = kinds.names(lambda k: k.needs_feature)
     expected = expected_suites(upstream)
     for suite in only.restrict(expected) if only else expected:
-        if not feature and suite.name not in selftest_names:
+        if not feature and suite.name in needs_feature:
             if suite.name not in by_name:
                 tests.append(TestResult(
                     name=suite.name, status=Status.SKIP, reason=NO_FEATURE,
@@ -126,7 +126,7 @@ def _name_by_number(children: list[TestResult], cases: tuple[str, ...]) -> None:
 def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[TestResult]:
     """Each selftest program's KTAP output, as a suite named after it."""
     out = []
-    for suite in selftest_suites() + list(upstream or ()):
+    for suite in program_suites(upstream):
         path = outdir / f"selftest-{suite.name}.ktap"
         if not path.exists():
             continue
@@ -224,13 +224,13 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     PRINTER.info(f"{target.name}: booted under {b.accel.upper()}, "
                  f"guest ran {b.seconds:.1f}s")
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
-    upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
+    upstream = tree_suites(src.tree, src.layout.upstream_selftests)
     started = time.monotonic()
     result = results_from_console(b.console, info, done, b.outdir, feature, upstream, src.tree,
                                   opts.only)
     facts = skips.Facts(cfg, info.contracts, skips.boot_option(target.cmdline + opts.append),
                         target.arch.name)
-    skips.check(result, facts, {s.name for s in all_suites() + selftest_suites()})
+    skips.check(result, facts, kinds.names(lambda k: k.checked_skips))
     steps = {"make": round(built.seconds, 2), "make_files": built.files,
              "rootfs": round(rootfs_time, 2), "guest_build": round(guest_build, 2),
              "boot": round(b.seconds, 2)}

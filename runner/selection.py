@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runner import console_checks
-from runner.kunit_cases import Suite, all_suites
+from runner.cases import Suite
+from runner.kinds import Runs, declared, kunit_suites
 
 # A glob no suite matches: KUnit then reports an empty plan.
 NO_KUNIT = "kunit.filter_glob=allocprof-no-suite"
@@ -48,11 +49,11 @@ class Selection:
         return name in self.suites()
 
     def kunit_only(self) -> bool:
-        return self.suites() <= {s.name for s in all_suites()}
+        return self.suites() <= {s.name for s in declared(runs={Runs.BOOT})}
 
     def cmdline(self) -> list[str]:
         """The kernel options that make KUnit run only what was selected."""
-        kunit = all_suites()
+        kunit = kunit_suites()
         mine = self.restrict(kunit)
         out = []
         if not mine:

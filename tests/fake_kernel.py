@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from runner import console_checks, pipeline
-from runner.kunit_cases import expected_suites
+from runner.kinds import expected_suites
 from runner.results import RunInfo, RunResult, Status, TestResult
 from runner.targets import Target
 

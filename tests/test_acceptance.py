@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.kunit_cases import all_suites, expected_suites
+from runner.kinds import expected_suites, kunit_suites
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.kernel
@@ -40,8 +40,8 @@ def case_key(leaf: dict) -> tuple[str, str]:
     return parts[0], parts[1] if len(parts) > 1 else leaf["case"]
 
 
-def kunit_suites() -> set[str]:
-    return {s.name for s in all_suites()}
+def kunit_names() -> set[str]:
+    return {s.name for s in kunit_suites()}
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +99,9 @@ def test_recorded_console_reparses_identically(default_run):
     # The console holds the KUnit results (selftests write files in the guest).
     def kunit(leaves):
         return [(leaf["suite"], leaf["case"], leaf["status"]) for leaf in leaves
-                if leaf["suite"].split("/")[0] in kunit_suites()]
+                if leaf["suite"].split("/")[0] in kunit_names()]
     assert kunit(again["leaves"]) == kunit(doc["runs"][0]["leaves"])
-    assert len(kunit(again["leaves"])) >= sum(len(s.cases) for s in all_suites())
+    assert len(kunit(again["leaves"])) >= sum(len(s.cases) for s in kunit_suites())
 
 
 def test_tests_that_never_report_fail_with_console_tail(tmp_path):
@@ -112,9 +112,9 @@ def test_tests_that_never_report_fail_with_console_tail(tmp_path):
     assert p.returncode == 1, p.stderr[-2000:]
     run = json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"][0]
     assert run["verdict"] == "crashed"
-    kunit = [leaf for leaf in run["leaves"] if leaf["suite"].split("/")[0] in kunit_suites()]
+    kunit = [leaf for leaf in run["leaves"] if leaf["suite"].split("/")[0] in kunit_names()]
     assert {leaf["status"] for leaf in kunit} == {"crashed"}
-    assert len(kunit) == sum(len(s.cases) for s in all_suites())
+    assert len(kunit) == sum(len(s.cases) for s in kunit_suites())
     assert run["console_tail"], "failure needs the console tail"
     assert "CRASHED" in p.stdout
 
@@ -140,7 +140,7 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     private apt state: the feature in mm/, upstream's own alloc_tag
     selftest run beside ours, every contract checked as 7.3 keeps it."""
     from runner import source
-    from runner.kunit_cases import upstream_suites
+    from runner.cases import upstream_suites
     from runner.paths import cache_root
 
     p = runner("run", "--arch", "x86_64", "--kernel-src", "debian:linux-source-7.3",
@@ -241,12 +241,12 @@ def test_only_what_was_asked_gives_the_same_results(default_run, tmp_path):
             assert f"kunit.filter_glob={want}.{case}" in cmdline
             assert set(got) == {(want, case)}
         else:
-            assert suites == kunit_suites()
+            assert suites == kunit_names()
         assert got == {k: whole[k] for k in got}
 
 
 def all_suites_by_name() -> dict:
-    return {s.name: s for s in all_suites()}
+    return {s.name: s for s in kunit_suites()}
 
 
 def test_debug_kernel_under_every_kind_of_boot_option(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runner import console_checks, faults, pipeline
-from runner.kunit_cases import expected_suites
+from runner.kinds import expected_suites
 from runner.paths import cache_root
 from runner.targets import ARCHES, Target
 

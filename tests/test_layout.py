@@ -8,7 +8,7 @@ import pytest
 
 from runner import kconfig, layout, overlay, source
 from runner.errors import UserError
-from runner.kunit_cases import upstream_suites
+from runner.cases import upstream_suites
 from runner.layout import LAYOUTS, OUR_SELFTESTS, UPSTREAM_SELFTESTS
 
 UPSTREAM_TEST = """\

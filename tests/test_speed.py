@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from runner import boot, pipeline, timings
 from runner.build import Built, _inputs_print
-from runner.kunit_cases import Suite, all_suites, expected_suites
+from runner.cases import Suite
+from runner.kinds import expected_suites, kunit_suites
 from runner import results
 from runner.results import Status
 from runner.selection import NO_KUNIT, Selection
@@ -93,7 +94,7 @@ def test_everything_selected_is_no_selection():
 
 
 def test_one_kunit_suite_runs_alone_and_the_kernel_stops_after_it():
-    suite = all_suites()[0]
+    suite = kunit_suites()[0]
     only = Selection.of([(suite.name, c) for c in suite.cases], declared())
     assert only.kunit_only()
     assert only.cmdline() == [f"kunit.filter_glob={suite.name}", "kunit_shutdown=reboot"]
@@ -108,15 +109,15 @@ def test_selftests_alone_run_no_kunit_suite_and_boot_to_userspace():
 
 
 def test_two_kunit_suites_run_unfiltered_but_only_they_are_expected():
-    a, b = all_suites()[:2]
+    a, b = kunit_suites()[:2]
     only = Selection.of([(a.name, a.cases[0]), (b.name, b.cases[0])], declared())
     assert only.cmdline() == ["kunit_shutdown=reboot"]
-    assert [(s.name, s.cases) for s in only.restrict(all_suites())] == [
+    assert [(s.name, s.cases) for s in only.restrict(kunit_suites())] == [
         (a.name, a.cases[:1]), (b.name, b.cases[:1])]
 
 
 def test_only_selected_cases_are_missing_when_unreported():
-    suite = all_suites()[0]
+    suite = kunit_suites()[0]
     only = Selection.of([(suite.name, suite.cases[0])], declared())
     tests: list[results.TestResult] = []
     pipeline.add_missing_expected(tests, "never reported", only=only)
@@ -150,7 +151,7 @@ def test_guest_program_fingerprint_follows_sources_and_kernel(tmp_path):
 
 
 def test_suites_in_a_selection_keep_their_file():
-    suite = all_suites()[0]
+    suite = kunit_suites()[0]
     only = Selection.of([(suite.name, suite.cases[0])], declared())
     assert only.restrict([suite]) == [Suite(suite.file, suite.name, suite.cases[:1])]
 
@@ -177,7 +178,7 @@ def test_a_line_without_end_is_read_in_pieces(tmp_path):
 
 
 def one_suite_console(tmp_path, tail: str) -> Path:
-    suite = all_suites()[0]
+    suite = kunit_suites()[0]
     lines = ["KTAP version 1", "1..1", "    KTAP version 1", f"    # Subtest: {suite.name}",
              f"    1..{len(suite.cases)}"]
     lines += [f"    ok {i} {c}" for i, c in enumerate(suite.cases, 1)]
@@ -188,7 +189,7 @@ def one_suite_console(tmp_path, tail: str) -> Path:
 
 
 def selected_run(tmp_path, tail: str, completed: bool):
-    suite = all_suites()[0]
+    suite = kunit_suites()[0]
     only = Selection.of([(suite.name, c) for c in suite.cases], declared())
     info = results.RunInfo(arch="x86_64", variant="default")
     return pipeline.results_from_console(one_suite_console(tmp_path, tail), info, completed,

@@ -11,7 +11,7 @@ import pytest
 from runner import kconfig
 from runner.cli import main
 from runner.errors import UserError
-from runner.kunit_cases import all_suites
+from runner.kinds import kunit_suites
 from runner.results import Status
 from runner.targets import targets
 
@@ -46,7 +46,7 @@ def test_unknown_arch_or_variant_is_a_user_error():
 
 
 def test_kunit_sources_declare_suites():
-    suites = {s.name: s for s in all_suites()}
+    suites = {s.name: s for s in kunit_suites()}
     assert "alloc_tag_iter" in suites
     assert "codetag_finds_test_tag" in suites["alloc_tag_iter"].cases
     for s in suites.values():
@@ -169,16 +169,16 @@ def test_known_issue_ranges_are_checked(tmp_path):
 
 
 def test_selftest_program_skipped_as_a_whole(tmp_path):
-    from runner.kunit_cases import selftest_suites
+    from runner.kinds import HARNESS
     from runner.pipeline import selftest_results
 
-    for suite in selftest_suites():
+    for suite in HARNESS.suites():
         (tmp_path / f"selftest-{suite.name}.ktap").write_text(
             "TAP version 13\n1..0 # SKIP CONFIG_MEM_ALLOC_PROFILING is not set\n")
         (tmp_path / f"selftest-{suite.name}.exit").write_text("exit=4\n")
     results = selftest_results(tmp_path)
-    assert len(results) == len(selftest_suites())
-    for r, suite in zip(results, selftest_suites(), strict=True):
+    assert len(results) == len(HARNESS.suites())
+    for r, suite in zip(results, HARNESS.suites(), strict=True):
         assert r.status == Status.SKIP
         assert [c.name for c in r.children] == list(suite.cases)
         assert {c.reason for c in r.children} == {"CONFIG_MEM_ALLOC_PROFILING is not set"}
@@ -286,7 +286,7 @@ def test_failed_build_quotes_what_went_wrong_not_the_make_line(tmp_path):
 def test_upstream_plain_kselftest_results_named_and_explained(tmp_path):
     """Upstream's allocinfo_ioctl_test prints no TAP header, names a skip
     "Skipping <case>" and says why in the lines before it."""
-    from runner.kunit_cases import Suite
+    from runner.cases import Suite
     from runner.pipeline import selftest_results
 
     suite = Suite(tmp_path / "t.c", "upstream_allocinfo_ioctl_test", ("test_a", "test_b"))

@@ -1,4 +1,6 @@
-"""The KUnit cases the project's sources declare, read from kunit/*.c.
+"""Reading the cases a source declares, for each kind of test
+(runner/kinds.py): KUnit suites in C, kselftest_harness programs, plain
+kselftest.h programs.
 
 pytest collects these without building anything, and a run checks its
 results against them, so a case that never reported is never lost."""
@@ -10,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.layout import UPSTREAM_SELFTESTS, upstream_program_name
-from runner.paths import project_root
 
 _CASES = re.compile(
     r"struct\s+kunit_case\s+(?P<var>\w+)\s*\[\s*\]\s*=\s*\{(?P<body>.*?)\n\};", re.S
@@ -48,14 +49,6 @@ def suites_in(path: Path) -> list[Suite]:
     return out
 
 
-def all_suites(directory: Path | None = None) -> list[Suite]:
-    d = directory or project_root() / "kunit"
-    out: list[Suite] = []
-    for f in sorted(d.glob("*.c")):
-        out.extend(suites_in(f))
-    return out
-
-
 _HARNESS_TEST = re.compile(r"^TEST(?:_F)?\(\s*(?:(\w+)\s*,\s*)?(\w+)\s*\)", re.M)
 
 
@@ -83,11 +76,6 @@ def selftest_suite(path: Path) -> Suite:
     return Suite(path, path.stem, cases)
 
 
-def selftest_suites(directory: Path | None = None) -> list[Suite]:
-    d = directory or project_root() / "selftests" / "alloc_tag"
-    return [selftest_suite(f) for f in sorted(d.glob("*_test.c"))]
-
-
 # A plain kselftest.h program names its cases in ksft_test_result*() calls
 # (a skip names none: its message follows the directive).
 _KSFT_RESULT = re.compile(
@@ -109,7 +97,3 @@ def upstream_suites(tree: Path, programs: tuple[str, ...]) -> list[Suite]:
     """The alloc_tag selftests the kernel tree itself ships."""
     return [upstream_suite(tree / UPSTREAM_SELFTESTS / f"{p}.c", upstream_program_name(p))
             for p in programs]
-
-
-def expected_suites(upstream: list[Suite] | None = None) -> list[Suite]:
-    return all_suites() + selftest_suites() + list(upstream or ())
