@@ -221,9 +221,7 @@ static void page_allocators_charge_whole_allocation(struct kunit *test)
 
 	skip_unless_profiling(test);
 	for (order = 0; order <= 3; order++) {
-		base = tag_charge(&tag);
-		page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, order));
-		KUNIT_ASSERT_NOT_NULL(test, page);
+		page = alloc_pages_tagged(test, &tag, GFP_KERNEL, order, &base);
 		EXPECT_CHARGE(test, &tag, base, PAGE_SIZE << order, 1);
 		__free_pages(page, order);
 		EXPECT_CHARGE(test, &tag, base, 0, 0);

@@ -10,6 +10,7 @@
 #include <kunit/test.h>
 #include <linux/alloc_tag.h>
 #include <linux/codetag.h>
+#include <linux/gfp.h>
 #include <linux/init.h>
 #include <linux/kstrtox.h>
 #include <linux/minmax.h>
@@ -72,6 +73,22 @@ static inline void skip_unless_profiling(struct kunit *test)
 {
 	if (!mem_alloc_profiling_enabled())
 		kunit_skip(test, "%s", profiling_off_reason());
+}
+
+/*
+ * 2^@order pages (@gfp) charged to @tag, with @tag's charge before the
+ * allocation in @base; fails the test if there are none.
+ */
+static inline struct page *alloc_pages_tagged(struct kunit *test, struct alloc_tag *tag,
+					      gfp_t gfp, unsigned int order,
+					      struct charge *base)
+{
+	struct page *page;
+
+	*base = tag_charge(tag);
+	page = alloc_hooks_tag(tag, alloc_pages_noprof(gfp, order));
+	KUNIT_ASSERT_NOT_NULL(test, page);
+	return page;
 }
 
 /*

@@ -35,9 +35,7 @@ static void split_page_counts_every_piece(struct kunit *test)
 	struct page *page;
 
 	skip_unless_profiling(test);
-	base = tag_charge(&tag);
-	page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, order));
-	KUNIT_ASSERT_NOT_NULL(test, page);
+	page = alloc_pages_tagged(test, &tag, GFP_KERNEL, order, &base);
 	EXPECT_SPLIT(test, &tag, base, nr, 1);
 
 	split_page(page, order);
@@ -79,9 +77,7 @@ static void free_pages_with_extra_reference(struct kunit *test)
 	struct page *page;
 
 	skip_unless_profiling(test);
-	base = tag_charge(&tag);
-	page = alloc_hooks_tag(&tag, alloc_pages_noprof(GFP_KERNEL, order));
-	KUNIT_ASSERT_NOT_NULL(test, page);
+	page = alloc_pages_tagged(test, &tag, GFP_KERNEL, order, &base);
 	get_page(page);
 
 	/*

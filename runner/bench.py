@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from runner import boot, build, pipeline, source
+from runner import boot, build, guest, pipeline, source
 from runner.errors import UserError
 from runner.paths import check_dir
 from runner.targets import ARCHES, Target
@@ -156,13 +156,16 @@ def _kernels(opts: pipeline.Options, src: source.PreparedSource,
 def _boot_once(opts: pipeline.Options, c: Config, k: _Kernel, iterations: int,
                rundir: Path) -> tuple[boot.Boot, str, dict[str, int]]:
     """One boot of configuration @c: the console and the loops' times."""
-    guest = boot.Guest(module=k.module, module_env="ALLOCPROF_BENCH_MODULE",
-                       env={"ALLOCPROF_BENCH_ITERATIONS": str(iterations),
-                            "ALLOCPROF_BENCH_ENABLE": str(int(c.enable_at_runtime))},
-                       root=pipeline.guest_root(opts, k.target))
-    b = boot.boot(opts.cache, k.target, k.built.image, rundir, opts.boot_timeout,
-                  append=k.target.cmdline + ["kunit.enable=0"] + opts.append, guest=guest,
-                  icount=ICOUNT)
+    inputs = guest.stage(rundir / guest.IN_DIR, module=k.module,
+                         module_env=guest.BENCH_MODULE_ENV,
+                         env={guest.BENCH_ITERATIONS_ENV: str(iterations),
+                              guest.BENCH_ENABLE_ENV: str(int(c.enable_at_runtime))},
+                         root=pipeline.guest_root(opts, k.target))
+    image = k.built.image
+    b = boot.boot(boot.BootRequest(
+        k.target, image, rundir, opts.boot_timeout, boot.accel_for(opts.cache, k.target, image),
+        inputs, append=tuple(k.target.cmdline + ["kunit.enable=0"] + opts.append),
+        icount=ICOUNT))
     build.check_booted(k.built, b.console)
     console = b.console.read_text(errors="replace")
     got = figures(console)
@@ -193,7 +196,7 @@ def run(opts: pipeline.Options, arch: str, iterations: int, repeat: int) -> Benc
             for loop in LOOPS:
                 res.ns[loop].append(got[loop])
             if r == 0:
-                alloc = b.outdir / "allocinfo"
+                alloc = b.outputs.allocinfo
                 res.memory.update(memory_figures(
                     console, alloc.read_text() if alloc.exists() else "",
                     res.memory["code_tags"]))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,15 +20,15 @@ from pathlib import Path
 
 from runner import kvm, rootfs, tools
 from runner.errors import UserError
+from runner.guest import MARKS, OUT_DIR, SELFTESTS, Inputs, Outputs
+from runner.guest import MODULES as MODULE_DIR
 from runner.targets import Target
-
-GUEST_SCRIPT = Path(__file__).resolve().parent / "guest.sh"
 
 
 @dataclass
 class Boot:
     console: Path
-    outdir: Path  # written by the guest
+    outputs: Outputs  # what the guest wrote
     returncode: int | None  # None: killed at the timeout
     seconds: float
     accel: str  # "kvm" or "tcg"
@@ -41,13 +40,6 @@ class Boot:
         return self.returncode is None
 
 
-# What the guest script prints at each step (guest.sh's mark()).
-GUEST_MARK = "runner-guest: "
-# Console lines the host times as they arrive: the kernel's first line
-# ends vng's and QEMU's start; the guest's last line, or the restart that
-# follows KUnit under kunit_shutdown=reboot, starts the power-off.
-MARKS = {"kernel": b"Linux version ", "done": f"{GUEST_MARK}done".encode(),
-         "restart": b"reboot: Restarting system"}
 _CHUNK = 1 << 16
 
 
@@ -113,97 +105,82 @@ def require_tools(target: Target) -> None:
                   f"booting an {target.arch.name} kernel")
 
 
-@dataclass
-class Guest:
-    """What the guest runs after boot: guest.sh with the selftests or the
-    benchmark.  A foreign arch brings its own root, and then the host's
-    directories are shared under rootfs.SHARE_DIR."""
-    selftests: Path | None = None
-    module: Path | None = None
-    module_env: str = "ALLOCPROF_TEST_MODULE"  # how guest.sh learns its path
-    env: dict[str, str] = field(default_factory=dict)
-    root: Path | None = None  # None: the host's root
+@dataclass(frozen=True)
+class BootRequest:
+    """One boot: the caller decides everything, the accelerator included
+    (accel_for)."""
+
+    target: Target
+    image: Path
+    rundir: Path  # gets console.log, boot-command and the guest's OUT_DIR
+    timeout: float
+    accel: str  # "kvm" or "tcg"
+    inputs: Inputs
+    append: tuple[str, ...] = ()
+    memory: str = "1G"
+    cpus: int = 2
+    # Under TCG, makes the guest clock count instructions (QEMU -icount):
+    # deterministic timings.
+    icount: str = ""
+
+    @property
+    def outputs(self) -> Outputs:
+        return Outputs(self.rundir / OUT_DIR)
 
 
-def _stage(guest: Guest, indir: Path) -> None:
-    """Copies what a foreign guest reads into one directory: one share
-    keeps the kernel command line short (riscv64 cuts it at 1024 bytes,
-    and vng spends about 100 on each share)."""
-    if indir.exists():
-        shutil.rmtree(indir)
-    indir.mkdir(parents=True)
-    shutil.copy2(GUEST_SCRIPT, indir / GUEST_SCRIPT.name)
-    if guest.selftests is not None:
-        shutil.copytree(guest.selftests, indir / "selftests")
-    if guest.module is not None:
-        (indir / "module").mkdir()
-        for ko in guest.module.parent.glob("*.ko"):
-            shutil.copy2(ko, indir / "module" / ko.name)
+def accel_for(cache: Path, target: Target, image: Path) -> str:
+    """"kvm" where KVM works for @target's arch on this host, else "tcg"."""
+    return "kvm" if kvm.usable(cache, target.arch.qemu, image, target.arch.native) else "tcg"
 
 
-def _guest_command(guest: Guest, outdir: Path) -> tuple[list[str], str]:
-    """vng's directory options and the guest.sh command line."""
-    if guest.root is None:
-        script, out = str(GUEST_SCRIPT), str(outdir)
-        selftests, module = guest.selftests, guest.module
+def _guest_command(inputs: Inputs, outdir: Path) -> tuple[list[str], str]:
+    """vng's directory options and the guest.sh command line: host paths
+    on the host's root, else the shares' paths inside the guest."""
+    if inputs.root is None:
+        staged, out = str(inputs.dir), str(outdir)
         opts = ["--rwdir", str(outdir)]
     else:
-        indir = outdir.parent / "guest-in"
-        _stage(guest, indir)
-        shared_in = rootfs.guest_path("in")
-        script, out = f"{shared_in}/{GUEST_SCRIPT.name}", rootfs.guest_path("out")
-        selftests = guest.selftests and f"{shared_in}/selftests"
-        module = guest.module and f"{shared_in}/module/{guest.module.name}"
-        opts = ["--rwdir", f"{out}={outdir}", "--rodir", f"{shared_in}={indir}"]
-    args = [script, out, "" if selftests is None else str(selftests)]
-    env = dict(guest.env)
-    if module is not None:
-        env[guest.module_env] = str(module)
+        staged, out = rootfs.guest_path("in"), rootfs.guest_path("out")
+        opts = ["--rwdir", f"{out}={outdir}", "--rodir", f"{staged}={inputs.dir}"]
+    args = [f"{staged}/{inputs.script.name}", out,
+            f"{staged}/{SELFTESTS}" if inputs.selftests else ""]
+    env = dict(inputs.env)
+    if inputs.module:
+        env[inputs.module_env] = f"{staged}/{MODULE_DIR}/{inputs.module}"
     args += [f"{k}={v}" for k, v in env.items()]
     return opts, " ".join(shlex.quote(a) for a in args)
 
 
-def vng_command(target: Target, image: Path, outdir: Path, accel: str,
-                append: list[str], memory: str, cpus: int, guest: Guest,
-                qemu_opts: str = "") -> list[str]:
+def vng_command(req: BootRequest) -> list[str]:
     # --force-9p: the root and shares are 9p, as they always were here;
     # vng's try of virtiofs first cost about 5 s per boot when it failed.
-    cmd = [vng_path(), "--run", str(image), "--verbose", "--force-9p", "--memory", memory,
-           "--cpus", str(cpus)]
-    if qemu_opts:
-        cmd.append(f"--qemu-opts={qemu_opts}")
-    if guest.root is not None:
-        cmd += ["--root", str(guest.root)]
-    opts, script = _guest_command(guest, outdir)
+    cmd = [vng_path(), "--run", str(req.image), "--verbose", "--force-9p",
+           "--memory", req.memory, "--cpus", str(req.cpus)]
+    if req.icount and req.accel == "tcg":
+        cmd.append(f"--qemu-opts=-icount {req.icount}")
+    root = req.inputs.root
+    if root is not None:
+        cmd += ["--root", str(root)]
+    opts, script = _guest_command(req.inputs, req.outputs.dir)
     # vng takes --cwd as a host path inside the guest's root.
-    cmd += opts + ["--exec", script, "--cwd", str(guest.root or "/")]
-    if accel != "kvm":
+    cmd += opts + ["--exec", script, "--cwd", str(root or "/")]
+    if req.accel != "kvm":
         cmd.append("--disable-kvm")
-    for a in list(target.arch.cmdline) + append:
+    for a in list(req.target.arch.cmdline) + list(req.append):
         cmd += ["--append", a]
-    if not target.arch.native:
-        cmd += ["--arch", target.arch.name]
+    if not req.target.arch.native:
+        cmd += ["--arch", req.target.arch.name]
     return cmd
 
 
-def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
-         append: list[str] | None = None, memory: str = "1G", cpus: int = 2,
-         guest: Guest | None = None, icount: str = "") -> Boot:
-    """Boots @image and waits for it.  @icount, under TCG, makes the guest
-    clock count instructions (QEMU -icount): deterministic timings."""
-    require_tools(target)
+def boot(req: BootRequest) -> Boot:
+    """Boots the request's image and waits for it (at most its timeout)."""
+    require_tools(req.target)
+    rundir, timeout = req.rundir, req.timeout
     rundir.mkdir(parents=True, exist_ok=True)
-    outdir = rundir / "guest"
-    outdir.mkdir(exist_ok=True)
-    for stale in outdir.iterdir():
-        if stale.is_file():
-            stale.unlink()
+    req.outputs.clear()
     console = rundir / "console.log"
-    accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, target.arch.native) else "tcg"
-    guest = guest or Guest()
-    qemu_opts = f"-icount {icount}" if icount and accel == "tcg" else ""
-    cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus, guest,
-                      qemu_opts)
+    cmd = vng_command(req)
     (rundir / "boot-command").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     with open(console, "wb") as out:
@@ -237,4 +214,4 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
     if rc is None:
         with open(console, "ab") as out:
             out.write(f"\nrunner: guest killed after {timeout:.0f}s timeout\n".encode())
-    return Boot(console, outdir, rc, seconds, accel, copy.marks)
+    return Boot(console, req.outputs, rc, seconds, req.accel, copy.marks)

@@ -338,7 +338,10 @@ def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Bui
     for rel, dest, logname, what in dirs:
         dest.mkdir(parents=True, exist_ok=True)
         cmd = ["make", "-C", str(src.tree / rel), f"-j{os.cpu_count() or 1}", f"OUTPUT={dest}",
-               f"CC={cc}", "LDFLAGS=-static", f"KHDR_INCLUDES=-isystem {hdr}", "all"]
+               f"CC={cc}", "LDFLAGS=-static", f"KHDR_INCLUDES=-isystem {hdr}",
+               # The helper modules are built against the test kernel by
+               # build_test_module, not against the host's.
+               "TEST_GEN_MODS_DIR=", "all"]
         _make(cmd, None, env, built.build_dir / logname, f"{what} for {target.name}")
     (out / contracts.CONTRACT_FILE).write_text(contract)
     for prog in src.layout.upstream_selftests:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.boot import GUEST_MARK as _GUEST_MARK
+from runner.guest import MARK as _GUEST_MARK
 from runner.paths import project_root
 from runner.results import Status, TestResult
 

@@ -3,8 +3,9 @@
 #   guest.sh OUTDIR [SELFTEST_DIR [NAME=VALUE ...]]
 # runs the selftests (if SELFTEST_DIR is not empty) with NAME=VALUE in
 # their environment, or the allocation benchmark if ALLOCPROF_BENCH_MODULE
-# is set; copies out what the host cannot read from the console, then
-# reboots, which ends QEMU (-no-reboot) even on a kernel without ACPI.
+# is set; writes into OUTDIR only what runner/guest.py's Outputs names (the
+# host reads all of it), then reboots, which ends QEMU (-no-reboot) even
+# on a kernel without ACPI.
 # mark TEXT: a line in the kernel log, so the console has the guest's time
 # of each step (runner/timings.py reads them).
 mark() {
@@ -18,16 +19,13 @@ for kv in "$@"; do
 	export "$kv"
 done
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-uname -r > "$out/uname-r"
-cat /proc/cmdline > "$out/cmdline"
-[ -r /proc/sys/vm/mem_profiling ] && cat /proc/sys/vm/mem_profiling > "$out/mem_profiling"
-[ -r /proc/allocinfo ] && cat /proc/allocinfo > "$out/allocinfo"
 if [ -n "${ALLOCPROF_BENCH_MODULE:-}" ]; then
+	# The code tags' own memory, before the benchmark allocates.
+	[ -r /proc/allocinfo ] && cat /proc/allocinfo > "$out/allocinfo"
 	# Configuration (4) of the cover letter: switched on after boot.
 	[ "${ALLOCPROF_BENCH_ENABLE:-0}" = 1 ] && echo 1 > /proc/sys/vm/mem_profiling
 	insmod "$ALLOCPROF_BENCH_MODULE" "iterations=${ALLOCPROF_BENCH_ITERATIONS:-100000}" &&
 		rmmod alloc_tag_bench
-	cat /proc/meminfo > "$out/meminfo"
 fi
 if [ -n "$selftests" ] && [ -d "$selftests" ]; then
 	# Quiet memory for exact counts: kcompactd compacts on its own only
@@ -50,9 +48,6 @@ if [ -n "$selftests" ] && [ -d "$selftests" ]; then
 		fi
 	done
 fi
-for dir in /sys/kernel/debug/kunit/*/; do
-	[ -r "$dir/results" ] && cp "$dir/results" "$out/kunit-$(basename "$dir").ktap"
-done
 echo ok > "$out/guest-done"
 sync
 mark done

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import (boot, build, console_checks, contracts, kinds, known_issues, ktap, rootfs,
-                    skips, source, timings)
+from runner import (boot, build, console_checks, contracts, guest, kinds, known_issues, ktap,
+                    rootfs, skips, source, timings)
 from runner.errors import InfraError, UserError
+from runner.guest import Outputs
 from runner.cases import Suite
 from runner.kinds import expected_suites, program_suites, tree_suites
 from runner.lock import exclusive
@@ -123,11 +123,11 @@ def _name_by_number(children: list[TestResult], cases: tuple[str, ...]) -> None:
             c.reason = f"{c.reason}: {why}" if c.reason else why
 
 
-def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[TestResult]:
+def selftest_results(outputs: Outputs, upstream: list[Suite] | None = None) -> list[TestResult]:
     """Each selftest program's KTAP output, as a suite named after it."""
     out = []
     for suite in program_suites(upstream):
-        path = outdir / f"selftest-{suite.name}.ktap"
+        path = outputs.program_ktap(suite.name)
         if not path.exists():
             continue
         text = _read_capped(path)
@@ -146,7 +146,7 @@ def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[
             continue
         if suite in (upstream or ()):
             _name_by_number(parsed.tests, suite.cases)
-        exit_note = (outdir / f"selftest-{suite.name}.exit")
+        exit_note = outputs.program_exit(suite.name)
         worst = [t for t in parsed.tests if not t.status.is_ok]
         status = worst[0].status if worst else Status.PASS
         reason = exit_note.read_text().strip() if exit_note.exists() else ""
@@ -158,15 +158,15 @@ def selftest_results(outdir: Path, upstream: list[Suite] | None = None) -> list[
 
 
 def results_from_console(console: Path, info: RunInfo, completed: bool,
-                         outdir: Path | None = None, feature: bool = True,
+                         outputs: Outputs | None = None, feature: bool = True,
                          upstream: list[Suite] | None = None,
                          tree: Path | None = None, only: Selection | None = None) -> RunResult:
     """@tree: the kernel source, for the known issues' probes; @only: what
     the run was asked for."""
     parsed = ktap.parse_file(str(console))
     tests = parsed.tests
-    if outdir is not None:
-        tests += selftest_results(outdir, upstream)
+    if outputs is not None:
+        tests += selftest_results(outputs, upstream)
     if parsed.crash:
         why = f"kernel crashed: {parsed.crash[0].strip()}"
     elif not completed:
@@ -201,12 +201,14 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     started = time.monotonic()
     root = guest_root(opts, target)
     rootfs_time = time.monotonic() - started
-    guest = _guest(opts, src, target, built, rundir, root)
+    inputs = _guest(opts, src, target, built, rundir, root)
     guest_build = time.monotonic() - started - rootfs_time
     asked = opts.only.cmdline() if opts.only else []
     # The user's own options come last: theirs win.
-    b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
-                  append=target.cmdline + asked + opts.append, guest=guest)
+    b = boot.boot(boot.BootRequest(
+        target, built.image, rundir, opts.boot_timeout,
+        boot.accel_for(opts.cache, target, built.image), inputs,
+        append=tuple(target.cmdline + asked + opts.append)))
     info = RunInfo(arch=target.arch.name, variant=target.label,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel,
@@ -215,7 +217,7 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
                    contracts=contracts.read(src.tree, src.layout))
     # Under kunit_shutdown=reboot the kernel restarts before vng's --exec
     # could run (vng then exits 255): the restart line is the finish.
-    done = (b.outdir / "guest-done").exists() or (
+    done = b.outputs.done.exists() or (
         KUNIT_SHUTDOWN in asked and not b.timed_out and "restart" in b.marks)
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
@@ -226,7 +228,7 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
     upstream = tree_suites(src.tree, src.layout.upstream_selftests)
     started = time.monotonic()
-    result = results_from_console(b.console, info, done, b.outdir, feature, upstream, src.tree,
+    result = results_from_console(b.console, info, done, b.outputs, feature, upstream, src.tree,
                                   opts.only)
     facts = skips.Facts(cfg, info.contracts, skips.boot_option(target.cmdline + opts.append),
                         target.arch.name)
@@ -247,32 +249,19 @@ def guest_root(opts: Options, target: Target) -> Path | None:
     return None if target.arch.native else rootfs.prepare(opts.cache, target.arch)
 
 
-def _unasked(only: Selection | None):
-    """copytree's ignore: the selftest programs nobody asked for."""
-    def ignore(_dir: str, names: list[str]) -> list[str]:
-        return [n for n in names if n.endswith("_test") and not only.wants_program(n)]
-    return ignore if only else None
-
-
 def _guest(opts: Options, src: source.PreparedSource, target: Target,
-           built: build.Built, rundir: Path, root: Path | None) -> boot.Guest:
-    """The guest runs the selftests, on the host's root or its arch's own
-    (@root), from a copy of its own: another run of the same kernel may
-    rebuild them while this guest runs."""
+           built: build.Built, rundir: Path, root: Path | None) -> guest.Inputs:
+    """The guest runs the selftests asked for and their helper modules, on
+    the host's root or its arch's own (@root)."""
+    indir = rundir / guest.IN_DIR
     if opts.only and opts.only.kunit_only():
-        return boot.Guest(root=root)  # the kernel restarts before init
-    private = rundir / "guest-bin"
+        return guest.stage(indir, root=root)  # the kernel restarts before init
     with build.locked(built):
         selftests = build.build_selftests(opts.cache, src, target, built)
         module = build.build_test_module(opts.cache, src, target, built)
-        shutil.rmtree(private, ignore_errors=True)
-        shutil.copytree(selftests, private / "selftests", ignore=_unasked(opts.only))
-        (private / "module").mkdir()
-        for ko in module.parent.glob("*.ko"):
-            shutil.copy2(ko, private / "module" / ko.name)
-    # The selftests read the configuration from the kernel (/proc/config.gz).
-    return boot.Guest(selftests=private / "selftests", module=private / "module" / module.name,
-                      root=root)
+        # The selftests read the configuration from the kernel (/proc/config.gz).
+        return guest.stage(indir, selftests, module,
+                           keep=opts.only.wants_program if opts.only else None, root=root)
 
 
 def get(opts: Options, target: Target) -> RunResult:

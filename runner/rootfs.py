@@ -186,5 +186,5 @@ def _cross_build(cache: Path, arch: Arch, dscs: list[Path], root: Path) -> None:
 
 def guest_path(name: str) -> str:
     """Where a shared directory appears in a foreign guest: "out" (written
-    by the guest) or "in" (what it runs, see boot._stage)."""
+    by the guest) or "in" (what it runs, see runner/guest.py)."""
     return f"/{SHARE_DIR}/{name}"

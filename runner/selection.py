@@ -18,7 +18,7 @@ from runner.kinds import Runs, declared, kunit_suites
 
 # A glob no suite matches: KUnit then reports an empty plan.
 NO_KUNIT = "kunit.filter_glob=allocprof-no-suite"
-# The kernel restarts once KUnit has reported (boot.MARKS["restart"]).
+# The kernel restarts once KUnit has reported (guest.MARKS["restart"]).
 KUNIT_SHUTDOWN = "kunit_shutdown=reboot"
 
 

@@ -3,7 +3,7 @@
 The host times what it runs (make, the selftest build, the whole boot and
 the parse).  Inside the guest the console's printk stamps do: the first
 KTAP line and the last KUnit result before init, "Run ... as init", and
-the marks guest.sh writes to /dev/kmsg.  The host's own marks (boot.MARKS)
+the marks guest.sh writes to /dev/kmsg.  The host's own marks (guest.MARKS)
 split vng's and QEMU's start, before the kernel's first line, from the
 power-off, after the guest's last one."""
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from runner.boot import GUEST_MARK
+from runner.guest import MARK as GUEST_MARK
 
 # Steps in the order a run goes through them; each is optional.
 STEPS = (
@@ -68,7 +68,7 @@ def guest_stamps(console: Path) -> dict[str, float]:
 
 
 def boot_steps(seconds: float, marks: dict[str, float], stamps: dict[str, float]) -> dict:
-    """The boot's share of STEPS, from the host's @marks (boot.MARKS) and
+    """The boot's share of STEPS, from the host's @marks (guest.MARKS) and
     the guest's @stamps; a step whose ends were not both seen is left out."""
     out: dict[str, float] = {}
     if "kernel" in marks:

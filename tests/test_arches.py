@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import arches, boot, kconfig, tools
+from runner import arches, boot, guest, kconfig, tools
 from runner.errors import UserError
 from runner.targets import targets
 
@@ -43,9 +43,9 @@ def test_an_arm64_host_runs_arm64_natively(monkeypatch, tmp_path):
     arm64, x86 = arches.ARCHES["arm64"], arches.ARCHES["x86_64"]
     assert arm64.native and arm64.compiler == "gcc"
     assert not x86.native and x86.compiler == "x86_64-linux-gnu-gcc"
-    guest = boot.Guest()
-    cmds = {t.arch.name: boot.vng_command(t, tmp_path / "Image", tmp_path, "tcg", [], "1G", 2,
-                                          guest)
+    inputs = guest.stage(tmp_path / guest.IN_DIR)
+    cmds = {t.arch.name: boot.vng_command(boot.BootRequest(t, tmp_path / "Image", tmp_path, 60,
+                                                           "tcg", inputs))
             for t in targets("arm64,x86_64", "default")}
     assert "--arch" not in cmds["arm64"]
     assert cmds["x86_64"][cmds["x86_64"].index("--arch") + 1] == "x86_64"

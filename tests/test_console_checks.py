@@ -2,7 +2,7 @@
 a crash (issue 21, section 4)."""
 
 from runner import console_checks
-from runner.boot import GUEST_MARK
+from runner.guest import MARK as GUEST_MARK
 from runner.results import Status
 
 DEBUG_SUITE = """\

@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner import boot, pipeline, timings
+from runner import boot, guest, pipeline, timings
 from runner.build import Built, _inputs_print
 from runner.cases import Suite
 from runner.kinds import expected_suites, kunit_suites
@@ -127,9 +127,16 @@ def test_only_selected_cases_are_missing_when_unreported():
 
 def test_unasked_programs_stay_out_of_the_guest(tmp_path):
     only = Selection.of([("thp_test", "x")], [("thp_test", "x"), ("a_test", "y")])
+    built = tmp_path / "built"
+    built.mkdir()
     names = ["thp_test", "a_test", "ioctl_compat_test.m32", "run.sh"]
-    assert pipeline._unasked(only)(str(tmp_path), names) == ["a_test"]
-    assert pipeline._unasked(None) is None
+    for n in names:
+        (built / n).write_text("")
+    staged = guest.stage(tmp_path / "in", built, keep=only.wants_program)
+    assert sorted(p.name for p in (staged.dir / "selftests").iterdir()) == [
+        "ioctl_compat_test.m32", "run.sh", "thp_test"]
+    everything = guest.stage(tmp_path / "all", built)
+    assert len(list((everything.dir / "selftests").iterdir())) == len(names)
 
 
 def test_guest_program_fingerprint_follows_sources_and_kernel(tmp_path):

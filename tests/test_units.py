@@ -170,13 +170,14 @@ def test_known_issue_ranges_are_checked(tmp_path):
 
 def test_selftest_program_skipped_as_a_whole(tmp_path):
     from runner.kinds import HARNESS
+    from runner.guest import Outputs
     from runner.pipeline import selftest_results
 
     for suite in HARNESS.suites():
         (tmp_path / f"selftest-{suite.name}.ktap").write_text(
             "TAP version 13\n1..0 # SKIP CONFIG_MEM_ALLOC_PROFILING is not set\n")
         (tmp_path / f"selftest-{suite.name}.exit").write_text("exit=4\n")
-    results = selftest_results(tmp_path)
+    results = selftest_results(Outputs(tmp_path))
     assert len(results) == len(HARNESS.suites())
     for r, suite in zip(results, HARNESS.suites(), strict=True):
         assert r.status == Status.SKIP
@@ -188,44 +189,68 @@ def _guest_exec(cmd: list[str]) -> list[str]:
     return cmd[cmd.index("--exec") + 1].split()
 
 
-def test_native_guest_sees_host_paths(tmp_path):
+def _request(target, rundir: Path, inputs):
     from runner import boot
+    return boot.BootRequest(target, rundir / "Image", rundir, 60, "tcg", inputs)
+
+
+def test_native_guest_runs_its_staged_copy_by_host_paths(tmp_path):
+    from runner import boot, guest
     st, ko = tmp_path / "st", tmp_path / "m" / "mod.ko"
     st.mkdir()
     ko.parent.mkdir()
     ko.write_text("")
-    guest = boot.Guest(selftests=st, module=ko, env={"ALLOCPROF_DEBUG": "n"})
+    (st / "a_test").write_text("")
+    (st / "b_test").write_text("")
+    inputs = guest.stage(tmp_path / "run" / guest.IN_DIR, st, ko, keep=lambda n: n == "a_test",
+                         env={"ALLOCPROF_DEBUG": "n"})
     [t] = targets("x86_64", "default")
-    cmd = boot.vng_command(t, tmp_path / "bzImage", tmp_path / "out", "tcg", [], "1G", 2, guest)
+    cmd = boot.vng_command(_request(t, tmp_path / "run", inputs))
     assert "--root" not in cmd and "--rodir" not in cmd
-    assert _guest_exec(cmd)[1:] == [str(tmp_path / "out"), str(st), "ALLOCPROF_DEBUG=n",
-                                    f"ALLOCPROF_TEST_MODULE={ko}"]
+    staged, out = tmp_path / "run" / guest.IN_DIR, tmp_path / "run" / guest.OUT_DIR
+    assert _guest_exec(cmd) == [str(staged / "guest.sh"), str(out), str(staged / "selftests"),
+                                "ALLOCPROF_DEBUG=n"]
+    # Only the programs asked for are staged, with the helper modules in
+    # module/ beside them, where they look (no environment needed).
+    assert sorted(p.name for p in (staged / "selftests").iterdir()) == ["a_test", "module"]
+    assert (staged / "selftests" / "module" / "mod.ko").exists()
 
 
 def test_foreign_guest_gets_its_root_and_shared_dirs(tmp_path):
-    from runner import boot
+    from runner import boot, guest
     st, ko, root = tmp_path / "st", tmp_path / "m" / "mod.ko", tmp_path / "root"
     for d in (st, ko.parent, root):
         d.mkdir()
     ko.write_text("")
-    guest = boot.Guest(selftests=st, module=ko, root=root)
-    [t] = targets("arm64", "default")
     (st / "a_test").write_text("")
-    cmd = boot.vng_command(t, tmp_path / "Image", tmp_path / "run" / "out", "tcg", [], "1G", 2,
-                           guest)
+    staged = tmp_path / "run" / guest.IN_DIR
+    inputs = guest.stage(staged, st, ko, root=root)
+    [t] = targets("arm64", "default")
+    cmd = boot.vng_command(_request(t, tmp_path / "run", inputs))
     assert cmd[cmd.index("--root") + 1] == str(root)
     assert cmd[cmd.index("--cwd") + 1] == str(root)
-    # Everything the guest runs is staged into one read-only share.
-    staged = tmp_path / "run" / "guest-in"
-    assert f"/allocprof/in={staged}" in cmd and f"/allocprof/out={tmp_path / 'run' / 'out'}" in cmd
+    # Everything the guest runs is staged once, into one read-only share.
+    out = tmp_path / "run" / guest.OUT_DIR
+    assert f"/allocprof/in={staged}" in cmd and f"/allocprof/out={out}" in cmd
     assert cmd.count("--rodir") == 1 and cmd.count("--rwdir") == 1
     assert (staged / "guest.sh").exists() and (staged / "selftests" / "a_test").exists()
-    assert (staged / "module" / "mod.ko").exists()
+    assert (staged / "selftests" / "module" / "mod.ko").exists()
     # No host path reaches the guest's command line.
     assert _guest_exec(cmd) == ["/allocprof/in/guest.sh", "/allocprof/out",
-                                "/allocprof/in/selftests",
-                                "ALLOCPROF_TEST_MODULE=/allocprof/in/module/mod.ko"]
+                                "/allocprof/in/selftests"]
     assert cmd[cmd.index("--arch") + 1] == "arm64"
+
+
+def test_guest_writes_only_what_the_host_reads():
+    """Every file guest.sh writes into its OUTDIR is one Outputs names."""
+    import re
+
+    from runner import guest
+    written = set(re.findall(r'"\$out/([^"]+)"', guest.SCRIPT.read_text()))
+    o = guest.Outputs(Path("/o"))
+    named = {o.done.name, o.allocinfo.name, o.program_ktap("$name").name,
+             o.program_exit("$name").name}
+    assert written == named
 
 
 def test_missing_arch_tools_skip_a_default_arch_but_fail_a_named_one(monkeypatch):
@@ -287,6 +312,7 @@ def test_upstream_plain_kselftest_results_named_and_explained(tmp_path):
     """Upstream's allocinfo_ioctl_test prints no TAP header, names a skip
     "Skipping <case>" and says why in the lines before it."""
     from runner.cases import Suite
+    from runner.guest import Outputs
     from runner.pipeline import selftest_results
 
     suite = Suite(tmp_path / "t.c", "upstream_allocinfo_ioctl_test", ("test_a", "test_b"))
@@ -294,7 +320,7 @@ def test_upstream_plain_kselftest_results_named_and_explained(tmp_path):
         "1..2\nok 1 test_a\n# Failed to open /proc/allocinfo for reading\n"
         "ok 2 # SKIP Skipping test_b\n# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:1 error:0\n")
     (tmp_path / "selftest-upstream_allocinfo_ioctl_test.exit").write_text("exit=0\n")
-    (result,) = [r for r in selftest_results(tmp_path, [suite]) if r.name == suite.name]
+    (result,) = [r for r in selftest_results(Outputs(tmp_path), [suite]) if r.name == suite.name]
     by_name = {c.name: c for c in result.children}
     assert by_name["test_a"].status == Status.PASS
     assert by_name["test_b"].status == Status.SKIP

@@ -178,21 +178,30 @@ static inline int contract_is(const char *name, const char *value)
 	} while (0)
 
 /*
- * A helper module built against the running kernel: @name.ko beside the
- * module ALLOCPROF_TEST_MODULE names (module/ of this directory, built
- * with kbuild M=). NULL when it is not there. The path is in a buffer the
- * next call reuses.
+ * A helper module built against the running kernel: @name.ko in module/
+ * beside this program (lib.mk builds TEST_GEN_MODS_DIR there), or beside
+ * the module ALLOCPROF_TEST_MODULE names, which overrides. NULL when it is
+ * not there. The path is in a buffer the next call reuses.
  */
 static inline const char *helper_module(const char *name)
 {
-	const char *first = getenv("ALLOCPROF_TEST_MODULE");
+	const char *override = getenv("ALLOCPROF_TEST_MODULE");
 	static char path[4096];
 	char dir[4096];
+	ssize_t n;
 
-	if (!first || strlen(first) >= sizeof(dir))
-		return NULL;
-	memcpy(dir, first, strlen(first) + 1);
-	snprintf(path, sizeof(path), "%s/%s.ko", dirname(dir), name);
+	if (override) {
+		if (strlen(override) >= sizeof(dir))
+			return NULL;
+		memcpy(dir, override, strlen(override) + 1);
+		snprintf(path, sizeof(path), "%s/%s.ko", dirname(dir), name);
+	} else {
+		n = readlink("/proc/self/exe", dir, sizeof(dir) - 1);
+		if (n <= 0)
+			return NULL;
+		dir[n] = '\0';
+		snprintf(path, sizeof(path), "%s/module/%s.ko", dirname(dir), name);
+	}
 	return access(path, R_OK) ? NULL : path;
 }
 

@@ -527,7 +527,7 @@ static const char *cannot_run;
 		SKIP_UNLESS_COUNTING();						\
 		_path = helper_module(MOD);					\
 		if (!_path)							\
-			SKIP(return, "helper module " MOD ".ko not built (ALLOCPROF_TEST_MODULE)"); \
+			SKIP(return, "helper module " MOD ".ko not built (module/)"); \
 		module_unload(MOD);						\
 		ASSERT_EQ(0, module_load(_path, ""));				\
 	} while (0)
@@ -957,7 +957,7 @@ TEST(content_id_moves_once_per_tagged_module_change)
 		int fd;
 
 		if (!tagged)
-			SKIP(return, "helper module " MOD ".ko not built (ALLOCPROF_TEST_MODULE)");
+			SKIP(return, "helper module " MOD ".ko not built (module/)");
 		tagged = strdup(tagged);
 		tagless = helper_module(TAGLESS_MOD);
 		if (!tagless)

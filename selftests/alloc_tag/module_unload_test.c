@@ -9,7 +9,7 @@
  * MODULE_TAGS "kept" the tags' counters outlive the module.
  *
  * The helper module is module/alloc_tag_test_mod.c, built against the
- * kernel under test; its path comes from ALLOCPROF_TEST_MODULE.
+ * kernel under test, in module/ beside this program (see helper_module()).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -34,7 +34,7 @@
 		SKIP_UNLESS_COUNTING();						\
 		path = helper_module(MOD);					\
 		if (!path)							\
-			SKIP(return, "helper module not built (ALLOCPROF_TEST_MODULE)"); \
+			SKIP(return, "helper module " MOD ".ko not built (module/)"); \
 	} while (0)
 
 
@@ -55,6 +55,21 @@ static int load(const char *path, const char *params)
 static int unload(void)
 {
 	return module_unload(MOD);
+}
+
+/* Unloads the module: 0 or -errno, with what the kernel logged meanwhile in @log. */
+static int unload_logged(char *log, size_t size)
+{
+	int fd = kmsg_open(0);
+	int ret;
+
+	log[0] = '\0';
+	if (fd < 0)
+		return -errno;
+	ret = unload();
+	kmsg_append(fd, log, size);
+	close(fd);
+	return ret;
 }
 
 static int param(const char *name)
@@ -136,16 +151,10 @@ TEST(clean_unload_is_silent_and_removes_tags)
 	const char *path;
 	static char log[65536];
 	struct site s;
-	int fd;
 
 	NEED_MODULE(path);
 	ASSERT_EQ(0, load(path, ""));
-	fd = kmsg_open(0);
-	ASSERT_GE(fd, 0);
-	log[0] = '\0';
-	ASSERT_EQ(0, unload());
-	kmsg_append(fd, log, sizeof(log));
-	close(fd);
+	ASSERT_EQ(0, unload_logged(log, sizeof(log)));
 	EXPECT_EQ(0, module_lines("alloc_tag_test_mod_init", &s));
 	EXPECT_EQ(NULL, strstr(log, "allocated at module unload")) TH_LOG("%s", log);
 	EXPECT_EQ(NULL, strstr(log, "cannot unload cleanly")) TH_LOG("%s", log);
@@ -156,7 +165,7 @@ TEST(leaking_unload_reports_each_tag_once)
 	const char *path;
 	long ps = sysconf(_SC_PAGESIZE);
 	static char log[65536];
-	int fd, init_line, alloc_line;
+	int init_line, alloc_line;
 	long taint_before;
 	char want[256];
 	struct site s;
@@ -170,13 +179,8 @@ TEST(leaking_unload_reports_each_tag_once)
 	taint_before = taint_flags();
 	init_line = param("init_line");
 	alloc_line = param("alloc_line");
-	fd = kmsg_open(0);
-	ASSERT_GE(fd, 0);
-	log[0] = '\0';
 	/* rmmod still succeeds: the module is gone, its data kept. */
-	ASSERT_EQ(0, unload());
-	kmsg_append(fd, log, sizeof(log));
-	close(fd);
+	ASSERT_EQ(0, unload_logged(log, sizeof(log)));
 
 	snprintf(want, sizeof(want), "%s.c:%d module %s func:%s has %ld allocated at module unload",
 		 MOD, init_line, MOD, "alloc_tag_test_mod_init", INIT_PAGES * ps);
