@@ -160,7 +160,7 @@ def _boot_once(opts: pipeline.Options, c: Config, k: _Kernel, iterations: int,
                        env={"ALLOCPROF_BENCH_ITERATIONS": str(iterations),
                             "ALLOCPROF_BENCH_ENABLE": str(int(c.enable_at_runtime))},
                        root=pipeline.guest_root(opts, k.target))
-    b = boot.boot(opts.cache, k.target, k.built.image, rundir, opts.boot_timeout,
+    b = boot.boot(opts.cache.kvm_verdict, k.target, k.built.image, rundir, opts.boot_timeout,
                   append=k.target.cmdline + ["kunit.enable=0"] + opts.append, guest=guest,
                   icount=ICOUNT)
     build.check_booted(k.built, b.console)

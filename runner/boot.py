@@ -186,7 +186,7 @@ def vng_command(target: Target, image: Path, outdir: Path, accel: str,
     return cmd
 
 
-def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
+def boot(kvm_memo: Path, target: Target, image: Path, rundir: Path, timeout: float,
          append: list[str] | None = None, memory: str = "1G", cpus: int = 2,
          guest: Guest | None = None, icount: str = "") -> Boot:
     """Boots @image and waits for it.  @icount, under TCG, makes the guest
@@ -199,7 +199,7 @@ def boot(cache: Path, target: Target, image: Path, rundir: Path, timeout: float,
         if stale.is_file():
             stale.unlink()
     console = rundir / "console.log"
-    accel = "kvm" if kvm.usable(cache, target.arch.qemu, image, target.arch.native) else "tcg"
+    accel = "kvm" if kvm.usable(kvm_memo, target.arch.qemu, image, target.arch.native) else "tcg"
     guest = guest or Guest()
     qemu_opts = f"-icount {icount}" if icount and accel == "tcg" else ""
     cmd = vng_command(target, image, outdir, accel, append or [], memory, cpus, guest,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from runner import (boot, build, console_checks, contracts, known_issues, ktap, rootfs, skips,
                     source, timings)
+from runner.cache import Cache
 from runner.errors import InfraError, UserError
 from runner.kunit_cases import (Suite, all_suites, expected_suites, selftest_suites,
                                 upstream_suites)
@@ -33,7 +34,7 @@ class Options:
     """The run context: cache, source, options, and the source once it is
     prepared (once per run and process; preparing it again is a no-op)."""
 
-    cache: Path
+    cache: Cache
     results_dir: Path
     kernel_src: str | None = None
     kernel_rev: str | None = None
@@ -205,7 +206,7 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     guest_build = time.monotonic() - started - rootfs_time
     asked = opts.only.cmdline() if opts.only else []
     # The user's own options come last: theirs win.
-    b = boot.boot(opts.cache, target, built.image, rundir, opts.boot_timeout,
+    b = boot.boot(opts.cache.kvm_verdict, target, built.image, rundir, opts.boot_timeout,
                   append=target.cmdline + asked + opts.append, guest=guest)
     info = RunInfo(arch=target.arch.name, variant=target.label,
                    kernel_version=src.version, source_id=src.source_id,
