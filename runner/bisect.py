@@ -19,13 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from runner import pipeline, source
+from runner.cache import Cache
 from runner.errors import UserError
-from runner.lock import exclusive
 from runner.results import Leaf, RunResult
 from runner.targets import Target
 from runner.printer import PRINTER
 
 MAX_CONSECUTIVE_SKIPS = 5
+# The bisect clone is a clone of its own, apart from `runner run`'s of the
+# same repository (source.clone_dir).
+SLOT = "bisect"
 
 
 class Verdict(str, enum.Enum):
@@ -98,8 +101,7 @@ class Bisector:
     steps: list[Step] = field(default_factory=list)
 
     def clone(self) -> Path:
-        # slot keeps the bisect clone apart from `runner run` on the same repo
-        return self.opts.cache / "trees" / (source.tree_key(self.repo) + "-bisect")
+        return source.clone_dir(self.opts.cache, self.repo, SLOT)
 
     def test_commit(self, commit: str) -> tuple[Verdict, str, RunResult | None]:
         start = time.monotonic()
@@ -107,7 +109,7 @@ class Bisector:
         opts = dataclasses.replace(self.opts, results_dir=stepdir)
         run, infra = None, ""
         try:
-            src = source.prepare_git(opts.cache, self.repo, commit, slot="bisect")
+            src = source.prepare_git(opts.cache, self.repo, commit, slot=SLOT)
             run = pipeline.execute_prepared(opts, self.target, stepdir / self.target.name, src)
         except UserError as e:
             infra = str(e)
@@ -191,7 +193,7 @@ def check_endpoints(repo: Path, good: str, good_c: str, bad: str, bad_c: str) ->
                         f"({bad_c[:12]}): bisect needs a good commit in the bad one's history")
 
 
-def apply_series(cache: Path, base_repo: Path, base: str, series: Path) -> Path:
+def apply_series(cache: Cache, base_repo: Path, base: str, series: Path) -> Path:
     """A repository holding @base plus one commit per patch of @series
     (an mbox, or a directory of git format-patch files), applied by git am."""
     if not series.exists():
@@ -200,8 +202,9 @@ def apply_series(cache: Path, base_repo: Path, base: str, series: Path) -> Path:
     if not patches:
         raise UserError(f"--series {series}: no *.patch files in it")
     base_c = source.resolve_rev(base_repo, base)
-    repo = cache / "series" / f"{source.tree_key(series.resolve())}-{base_c[:12]}"
-    with exclusive(cache / "locks" / f"series-{repo.name}.lock"):
+    repo = cache.series_repo(f"{source.tree_key(series.resolve())}-{base_c[:12]}")
+    cache.keep(repo)
+    with cache.lock(f"series-{repo.name}"):
         if not (repo / ".git").exists():
             shutil.rmtree(repo, ignore_errors=True)
             repo.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import kvm, rootfs, tools
+from runner.cache import Cache
 from runner.errors import UserError
 from runner.guest import MARKS, OUT_DIR, SELFTESTS, Inputs, Outputs
 from runner.guest import MODULES as MODULE_DIR
@@ -128,9 +129,10 @@ class BootRequest:
         return Outputs(self.rundir / OUT_DIR)
 
 
-def accel_for(cache: Path, target: Target, image: Path) -> str:
+def accel_for(cache: Cache, target: Target, image: Path) -> str:
     """"kvm" where KVM works for @target's arch on this host, else "tcg"."""
-    return "kvm" if kvm.usable(cache, target.arch.qemu, image, target.arch.native) else "tcg"
+    return "kvm" if kvm.usable(cache.kvm_verdict, target.arch.qemu, image,
+                               target.arch.native) else "tcg"
 
 
 def _guest_command(inputs: Inputs, outdir: Path) -> tuple[list[str], str]:

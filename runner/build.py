@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import contracts, kconfig, overlay, tools
+from runner.cache import Cache
 from runner.layout import OUR_SELFTESTS, UPSTREAM_SELFTESTS, upstream_program_name
 from runner.errors import InfraError, UserError
 from runner.lock import exclusive
 from runner.printer import PRINTER
-from runner.paths import ccache_dir
 from runner.source import PreparedSource
 from runner.targets import Target
 
@@ -56,11 +56,11 @@ def locked(built: Built):
     return exclusive(built.build_dir.with_suffix(".lock"))
 
 
-def build_dir(cache: Path, src: PreparedSource, target: Target) -> Path:
-    return cache / "build" / src.key / target.build_name
+def build_dir(cache: Cache, src: PreparedSource, target: Target) -> Path:
+    return cache.build_dir(src.key, target.build_name)
 
 
-def make_env(target: Target, cache: Path, identity: str = "") -> dict[str, str]:
+def make_env(target: Target, cache: Cache, identity: str = "") -> dict[str, str]:
     """@identity: the image's own, in its banner; only init/version*.o
     differ between two identities."""
     env = dict(os.environ)
@@ -72,7 +72,7 @@ def make_env(target: Target, cache: Path, identity: str = "") -> dict[str, str]:
     env["KBUILD_BUILD_TIMESTAMP"] = identity or "allocprof-ktest"
     env["KBUILD_BUILD_USER"] = "allocprof"
     env["KBUILD_BUILD_HOST"] = "ktest"
-    env["CCACHE_DIR"] = str(ccache_dir(cache))
+    env["CCACHE_DIR"] = str(cache.ccache)
     env.setdefault("CCACHE_MAXSIZE", "5G")
     # ccache's depend mode: the compiler runs once, on the source, and
     # ccache reads the includes from kbuild's -MMD file.  From an empty
@@ -134,10 +134,13 @@ def _fingerprint(src: PreparedSource, target: Target, bdir: Path) -> str:
     return h.hexdigest()
 
 
-def build(cache: Path, src: PreparedSource, target: Target, jobs: int | None = None,
+def build(cache: Cache, src: PreparedSource, target: Target, jobs: int | None = None,
           verbose: bool = False) -> Built:
     require_toolchain(target)
     bdir = build_dir(cache, src, target)
+    # Held by this run while it lives: `runner cache prune` leaves it be.
+    cache.keep(bdir)
+    cache.keep(src.tree)
     bdir.mkdir(parents=True, exist_ok=True)
     log = bdir / "build.log"
     env = make_env(target, cache)
@@ -277,7 +280,7 @@ def _make_with_progress(cmd: list[str], cwd: Path, env: dict[str, str], log: Pat
             p.wait()
 
 
-def _headers(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:
+def _headers(cache: Cache, src: PreparedSource, target: Target, built: Built) -> Path:
     """The kernel's uapi headers (make headers_install), for selftests that
     include what the C library's headers do not have yet."""
     hdr = built.build_dir / "usr" / "include"
@@ -304,7 +307,7 @@ def _make(cmd: list[str], cwd: Path | None, env: dict[str, str], log: Path, what
         raise UserError(f"{what} failed: {first_error(log)} (log: {log})")
 
 
-def build_selftests(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:
+def build_selftests(cache: Cache, src: PreparedSource, target: Target, built: Built) -> Path:
     """Builds our selftests, and upstream's alloc_tag selftests where the
     tree has them, for the target with their lib.mk Makefiles (statically
     linked, so the same binaries run on any guest root).  Returns the one
@@ -380,7 +383,7 @@ def _inputs_print(built: Built | None, paths: list[Path], *extra: str) -> str:
     return h.hexdigest()
 
 
-def build_test_module(cache: Path, src: PreparedSource, target: Target, built: Built) -> Path:
+def build_test_module(cache: Cache, src: PreparedSource, target: Target, built: Built) -> Path:
     """Builds selftests/alloc_tag/module against this kernel (kbuild M=),
     in a copy inside the build directory; returns the .ko."""
     mdir = built.build_dir / "test-module"

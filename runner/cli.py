@@ -1,4 +1,4 @@
-"""The `runner` command: run, build, bisect, bench, parse, and for
+"""The `runner` command: run, build, bisect, bench, parse, cache, and for
 distributed runs matrix, merge and export."""
 
 from __future__ import annotations
@@ -11,11 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from runner import exits, kcidb, ktap, matrix, merge, options, pipeline, report, shard, \
-    source, tools
+from runner import exits, kcidb, ktap, matrix, merge, options, pipeline, prune, report, \
+    shard, source, tools
+from runner.cache import Cache
 from runner.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, \
     InfraError, UserError
-from runner.paths import cache_root, new_run_dir
+from runner.paths import new_run_dir
+from runner.printer import PRINTER
 from runner.results import RunInfo, RunResult, Status, TestResult, leaves
 from runner.targets import Target, host_arch, targets
 
@@ -73,7 +75,7 @@ def _runnable(args: argparse.Namespace) -> list[Target]:
 def cmd_run(args: argparse.Namespace) -> int:
     runnable = _runnable(args)  # a bad option leaves no run directory behind
     options.check_source(args.kernel_src, args.kernel_rev)
-    cache = cache_root(args.cache_dir)
+    cache = Cache.open(args.cache_dir)
     results_dir = new_run_dir(args.results_dir or "results")
     opts = pipeline.Options(cache=cache, results_dir=results_dir,
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
@@ -84,6 +86,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     args.json = args.json or results_dir / "results.json"
     rc = _write_reports(runs, args)
     print(f"results: {results_dir} (junit.xml, results.json, <target>/console.log)")
+    note = prune.size_note(cache)
+    if note:
+        PRINTER.info(note)
     return rc
 
 
@@ -92,7 +97,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     runnable = _runnable(args)  # a bad option prepares no source
     options.check_source(args.kernel_src, args.kernel_rev)
-    cache = cache_root(args.cache_dir)
+    cache = Cache.open(args.cache_dir)
     src = source.prepare(cache, args.kernel_src, args.kernel_rev)
     seen = set()
     for t in runnable:
@@ -111,7 +116,7 @@ def cmd_contracts(args: argparse.Namespace) -> int:
     if args.table:
         print(contracts.table(), end="")
         return 0
-    src = source.prepare(cache_root(args.cache_dir), args.kernel_src, args.kernel_rev)
+    src = source.prepare(Cache.open(args.cache_dir), args.kernel_src, args.kernel_rev)
     print(f"# {src.source_id} ({src.version})")
     print(contracts.text(contracts.read(src.tree, src.layout)), end="")
     return 0
@@ -123,7 +128,7 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
     chosen = faults.load(only=[o for o in (args.only or "").split(",") if o])
     arch = args.arch.split(",")[0] if args.arch else "x86_64"
-    opts = pipeline.Options(cache=cache_root(args.cache_dir),
+    opts = pipeline.Options(cache=Cache.open(args.cache_dir),
                             results_dir=new_run_dir(args.results_dir or "results", "faults-"),
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout, append=args.append)
@@ -286,7 +291,7 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     if top.returncode == 0 and len(top.stdout.split()) < 2:  # (an unknown one is told below)
         raise UserError(f"--kernel-src {repo} is not a kernel tree at {first or 'HEAD'} (no "
                         "Makefile and Kconfig at its top): give a Linux git tree")
-    cache = cache_root(args.cache_dir)
+    cache = Cache.open(args.cache_dir)
     if args.series:
         if not args.base:
             raise UserError("--series needs --base REV (the commit the series applies to)")
@@ -318,6 +323,31 @@ def cmd_bisect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """What the cache holds; with prune, the least recently used of it
+    deleted (never what a run is using)."""
+    cache = Cache.find(args.cache_dir)
+    if args.action != "prune":
+        for line in prune.listing(cache, Path(args.results_dir or "results")):
+            exits.out(line)
+        return 0
+    older = prune.parse_duration(args.older_than) if args.older_than is not None else None
+    most = prune.parse_size(args.max_size) if args.max_size is not None else None
+    if older is None and most is None:
+        raise UserError("say what to prune: --older-than DURATION (e.g. 14d), --max-size SIZE "
+                        "(e.g. 20G), or both")
+    if not cache.locks.is_dir():
+        if not any(cache.entries()):
+            exits.out(f"nothing to prune: {cache.root} holds no tree, build or guest root")
+            return 0
+        raise UserError(f"{cache.root} is no allocprof-ktest cache (it has no "
+                        f"{cache.locks.name}/): nothing was deleted; give --cache-dir the cache")
+    result = prune.prune(cache, older, most, dry_run=args.dry_run)
+    for line in prune.report(result, args.dry_run):
+        exits.out(line)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from runner import bench
 
@@ -340,7 +370,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     tools.split_available(wanted, explicit=True)
     options.check_source(args.kernel_src, args.kernel_rev)
     results_dir = new_run_dir(args.results_dir or "results", "bench-")
-    opts = pipeline.Options(cache=cache_root(args.cache_dir), results_dir=results_dir,
+    opts = pipeline.Options(cache=Cache.open(args.cache_dir), results_dir=results_dir,
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,
                             append=args.append)
@@ -415,6 +445,24 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot here")
     be.add_argument("--results-dir", help="where runs are kept (default: ./results)")
     be.set_defaults(func=cmd_bench)
+
+    ca = sub.add_parser("cache", help="what the cache holds (size, last use); prune: delete "
+                        "the least recently used of it")
+    cache_dir = [o for o in options.SOURCE if o.dest == "cache_dir"]
+    options.add_to(ca.add_argument, tuple(cache_dir))
+    ca.add_argument("--results-dir", help="where runs are kept (default: ./results)")
+    ca.set_defaults(func=cmd_cache)
+    ca_sub = ca.add_subparsers(dest="action", metavar="{prune}")
+    pr = ca_sub.add_parser("prune", help="delete the least recently used trees, builds, guest "
+                           "roots and ccache files; never what a run is using")
+    # Also after "prune"; unless given there, what came before it stands.
+    pr.add_argument("--cache-dir", default=argparse.SUPPRESS, help=cache_dir[0].help)
+    pr.add_argument("--older-than", metavar="DURATION",
+                    help="delete what was last used longer ago than this (e.g. 12h, 7d, 2w)")
+    pr.add_argument("--max-size", metavar="SIZE",
+                    help="then delete the least recently used until the cache is at most "
+                         "this big (e.g. 500M, 20G)")
+    pr.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
 
     parse = sub.add_parser("parse", help="turn a saved console log into reports")
     parse.add_argument("file", help="console log (plain, .gz or .xz; a file, FIFO or "

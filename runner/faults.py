@@ -30,7 +30,7 @@ from pathlib import Path
 
 from runner import overlay, pipeline, source
 from runner.errors import UserError
-from runner.lock import exclusive
+from runner.cache import Cache
 from runner.paths import project_root
 from runner.printer import PRINTER
 from runner.results import RunResult
@@ -109,11 +109,12 @@ class FaultTree:
     """The copy of a prepared tree that faults are applied to."""
 
     base: source.PreparedSource
-    cache: Path
+    cache: Cache
     tree: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.tree = self.cache / "trees" / f"faults-{self.base.key}"
+        self.tree = self.cache.tree(f"faults-{self.base.key}")
+        self.cache.keep(self.tree)
 
     def _sync(self) -> None:
         """The copy equals the base tree; files rsync rewrote get a new
@@ -139,7 +140,7 @@ class FaultTree:
         """The copy with @fault applied (None: untouched), held for the
         whole block: another run (another worker, another process) that
         wants the copy waits until this one has built and booted."""
-        with exclusive(self.cache / "locks" / f"faults-{self.base.key}.lock"):
+        with self.cache.lock(f"faults-{self.base.key}"):
             self._switch(fault)
             what = f"+fault:{fault.name}:{fault.digest}" if fault else "+faults-copy"
             yield source.PreparedSource(tree=self.tree, key=f"faults-{self.base.key}",

@@ -77,15 +77,14 @@ def probe(qemu: str, image: Path, timeout: float = PROBE_SECONDS) -> tuple[bool,
     return False, f"no kernel banner within {timeout:.0f}s ({tail[0][:120]})"
 
 
-def usable(cache: Path, qemu: str, image: Path, arch_is_host: bool) -> bool:
-    """KVM verdict, probed once per host and remembered."""
+def usable(memo: Path, qemu: str, image: Path, arch_is_host: bool) -> bool:
+    """KVM verdict, probed once per host and remembered in @memo."""
     if not arch_is_host:
         return False
     if os.environ.get("ALLOCPROF_KVM") in ("0", "1"):
         return os.environ["ALLOCPROF_KVM"] == "1"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
-    memo = cache / "kvm-verdict.json"
     key = _host_key(qemu)
     try:
         known = json.loads(memo.read_text())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from runner import (boot, build, console_checks, contracts, guest, kinds, known_issues, ktap,
                     rootfs, skips, source, timings)
+from runner.cache import Cache
 from runner.errors import InfraError, UserError
 from runner.guest import Outputs
 from runner.cases import Suite
@@ -33,7 +34,7 @@ class Options:
     """The run context: cache, source, options, and the source once it is
     prepared (once per run and process; preparing it again is a no-op)."""
 
-    cache: Path
+    cache: Cache
     results_dir: Path
     kernel_src: str | None = None
     kernel_rev: str | None = None

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from runner import layout, options, pipeline, report, shard, source, tools
+from runner import layout, options, pipeline, prune, report, shard, source, tools
+from runner.cache import Cache
 from runner.cases import Suite
 from runner.errors import UserError
 from runner.kinds import KINDS, Kind, declared, tree_suites
-from runner.paths import CACHE_ENV, cache_path, cache_root, check_dir, new_run_dir, project_root
+from runner.paths import CACHE_ENV, cache_path, check_dir, new_run_dir, project_root
+from runner.printer import PRINTER
 from runner.results import RunResult, Status, TestResult
 from runner.selection import Selection
 from runner.targets import Target, targets
@@ -254,15 +256,15 @@ def _tarball(config: pytest.Config, src: str | None) -> Path:
     kept once fetched (runner/source.py, fetch_package)."""
     if not src:
         return source.DEBIAN_TARBALL
-    package = src[len(source.PACKAGE_PREFIX):]
-    return cache_path(config.getoption("cache_dir")) / "debian" / package / f"{package}.tar.xz"
+    return source.package_tarball(Cache.find(config.getoption("cache_dir")),
+                                  src[len(source.PACKAGE_PREFIX):])
 
 
 def _tarball_suites(config: pytest.Config, tarball: Path) -> list[Suite]:
     """Upstream's selftests in @tarball, read by streaming it through tar
     (nothing else is written), and remembered per tarball in the cache."""
     st = tarball.stat()
-    memo = cache_path(config.getoption("cache_dir")) / "upstream-selftests.json"
+    memo = Cache.find(config.getoption("cache_dir")).upstream_selftests
     key = f"{tarball}:{st.st_size}:{st.st_mtime_ns}"
     try:
         known = json.loads(memo.read_text())
@@ -313,7 +315,7 @@ def _options(config: pytest.Config) -> pipeline.Options:
     """The run context of this process: its source is prepared once."""
     if _CONTEXT not in config.stash:
         config.stash[_CONTEXT] = pipeline.Options(
-            cache=cache_root(config.getoption("cache_dir")),
+            cache=Cache.open(config.getoption("cache_dir")),
             results_dir=config.stash[_RUN_DIR],
             kernel_src=config.getoption("kernel_src"),
             kernel_rev=config.getoption("kernel_rev"),
@@ -322,6 +324,20 @@ def _options(config: pytest.Config) -> pipeline.Options:
             append=config.getoption("append"),
         )
     return config.stash[_CONTEXT]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """After a run that had kernel items: the cache's size, with the
+    command that prunes it, once it is over prune.WARN_SIZE."""
+    if _is_worker(config) or config.option.collectonly:
+        return
+    reports = (r for rs in terminalreporter.stats.values() for r in rs
+               if isinstance(r, pytest.TestReport))  # not the deselected items
+    if not any("kernel" in r.keywords for r in reports):
+        return
+    note = prune.size_note(Cache.find(config.getoption("cache_dir")))
+    if note:
+        PRINTER.info(note)
 
 
 def _combined(result: TestResult) -> tuple[Status, list[str]]:

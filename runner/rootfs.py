@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from runner import source_packages, tools
+from runner.cache import Cache
 from runner.errors import UserError
-from runner.lock import exclusive
 from runner.printer import PRINTER
 from runner.targets import Arch
 
@@ -77,10 +77,10 @@ def _apt_state() -> str:
     return h.hexdigest()
 
 
-def _versions(arch: Arch, cache: Path | None = None) -> list[str]:
+def _versions(arch: Arch, cache: Cache | None = None) -> list[str]:
     """pkg=version of every package, as apt would download them now
     (apt-cache takes about 1 s: remembered in @cache per apt state)."""
-    memo = cache / "rootfs" / f"{arch.name}.versions" if cache else None
+    memo = cache.rootfs_versions(arch.name) if cache else None
     state = _apt_state()
     if memo and memo.exists():
         lines = memo.read_text().splitlines()
@@ -144,10 +144,11 @@ def _finish(root: Path) -> None:
         (root / SHARE_DIR / d).mkdir(parents=True, exist_ok=True)
 
 
-def prepare(cache: Path, arch: Arch) -> Path:
-    """The cached guest root for @arch, made on first use."""
+def prepare(cache: Cache, arch: Arch) -> Path:
+    """The cached guest root for @arch, made on first use; held by this
+    run while it lives (its guests boot on it)."""
     _require_arch(arch)
-    with exclusive(cache / "locks" / f"rootfs-{arch.name}.lock"):
+    with cache.lock(f"rootfs-{arch.name}"):
         if arch.deb_arch:
             versions = _versions(arch, cache)
             make = lambda root: _unpack(arch, versions, root)  # noqa: E731
@@ -156,7 +157,8 @@ def prepare(cache: Path, arch: Arch) -> Path:
             versions = sorted(d.name for d in dscs)
             make = lambda root: _cross_build(cache, arch, dscs, root)  # noqa: E731
         key = hashlib.sha256("\n".join([LAYOUT, *versions]).encode()).hexdigest()[:12]
-        root = cache / "rootfs" / f"{arch.name}-{key}"
+        root = cache.guest_root(arch.name, key)
+        cache.keep(root)
         done = root / ".allocprof-rootfs"
         if done.exists():
             return root
@@ -173,7 +175,7 @@ def prepare(cache: Path, arch: Arch) -> Path:
     return root
 
 
-def _cross_build(cache: Path, arch: Arch, dscs: list[Path], root: Path) -> None:
+def _cross_build(cache: Cache, arch: Arch, dscs: list[Path], root: Path) -> None:
     """Static bash and busybox for @arch from Debian's source packages."""
     for dsc in dscs:
         installed = source_packages.cross_build(cache, dsc, arch.cross_compile)

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner import apt, layout, overlay
+from runner.cache import Cache
 from runner.errors import UserError
 from runner.layout import TreeLayout
-from runner.lock import exclusive
 
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 DEBIAN_PACKAGE = "linux-source-6.12"
@@ -81,10 +81,10 @@ def _prepare_once(tree: Path, state: str, label: str) -> TreeLayout:
     return tl
 
 
-def _tarball_sha256(path: Path, cache: Path) -> str:
+def _tarball_sha256(path: Path, cache: Cache) -> str:
     """sha256 of the tarball, remembered per (size, mtime)."""
     st = path.stat()
-    memo = cache / "src" / "tarball-sums.json"
+    memo = cache.tarball_sums
     try:
         known = json.loads(memo.read_text())
     except (OSError, ValueError):
@@ -103,22 +103,24 @@ def _tarball_sha256(path: Path, cache: Path) -> str:
     return known[key]
 
 
-def prepare_debian(cache: Path, tarball: Path = DEBIAN_TARBALL) -> PreparedSource:
+def prepare_debian(cache: Cache, tarball: Path = DEBIAN_TARBALL) -> PreparedSource:
     if not tarball.exists():
         raise UserError(
             f"{tarball} not found: install it with: apt-get install {DEBIAN_PACKAGE} "
             "(or pass --kernel-src PATH)"
         )
     sha = _tarball_sha256(tarball, cache)
-    dest = cache / "src" / f"debian-{sha[:12]}"
+    dest = cache.extracted(sha)
     tree = dest / tarball.name.removesuffix(".tar.xz")
-    with exclusive(cache / "locks" / f"src-{sha[:12]}.lock"):
+    # Extract beside and rename: an interrupted extraction leaves only a
+    # temporary directory that the next run deletes.
+    tmp = dest.with_name(dest.name + ".partial")
+    cache.keep(dest)
+    with cache.lock(f"src-{sha[:12]}"):
         # A tree without our stamp was extracted, then edited by an older
         # runner (whose selftests sat where upstream's go): start afresh.
         if not (dest / ".complete").exists() or not (tree / overlay.PREPARED_STAMP).exists():
-            # Extract beside and rename: an interrupted extraction leaves
-            # only a temporary directory that the next run deletes.
-            tmp = dest.with_name(dest.name + ".partial")
+            cache.keep(tmp)
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(dest, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -141,7 +143,12 @@ def _package_version(package: str) -> tuple[int, ...] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def fetch_package(cache: Path, package: str) -> Path:
+def package_tarball(cache: Cache, package: str) -> Path:
+    """Where fetch_package() keeps the tarball of Debian's @package."""
+    return cache.package(package) / f"{package}.tar.xz"
+
+
+def fetch_package(cache: Cache, package: str) -> Path:
     """The tarball of Debian's @package, fetched once into the cache with
     a private apt state; later runs need no network."""
     version = _package_version(package)
@@ -153,13 +160,15 @@ def fetch_package(cache: Path, package: str) -> Path:
         raise UserError(f"kernel source {PACKAGE_PREFIX}{package} is older than 6.10: "
                         "memory allocation profiling needs the series merged in 6.10; "
                         "pick linux-source-6.12 or newer")
-    pkgdir = cache / "debian" / package
-    tarball = pkgdir / f"{package}.tar.xz"
-    with exclusive(cache / "locks" / f"debian-{package}.lock"):
+    tarball = package_tarball(cache, package)
+    pkgdir = tarball.parent
+    cache.keep(pkgdir)
+    with cache.lock(f"debian-{package}"):
         if tarball.exists():
             return tarball
         suites = list(DEBIAN_SUITES) + os.environ.get(SUITES_ENV, "").split()
-        private = apt.PrivateApt(cache / "apt" / "kernel",
+        cache.keep(cache.kernel_apt)
+        private = apt.PrivateApt(cache.kernel_apt,
                                  tuple(apt.suite_line("deb", s) for s in suites))
         try:
             private.run("update")
@@ -222,16 +231,22 @@ def tree_key(path: Path) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]', '_', path.name)}-{digest}"
 
 
-def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> PreparedSource:
+def clone_dir(cache: Cache, repo: Path, slot: str = "") -> Path:
+    """The runner's clone of @repo (@slot: one of its own, e.g. bisect's)."""
+    return cache.tree(tree_key(repo) + (f"-{slot}" if slot else ""))
+
+
+def prepare_git(cache: Cache, repo: Path, rev: str | None, slot: str = "") -> PreparedSource:
     """Check out @rev of @repo in a clone the runner owns.
 
     The clone shares the user's object store (git clone --shared): the
     user's refs, index, work tree and bisect state are never touched.
     """
     commit = resolve_rev(repo, rev or "HEAD")
-    key = tree_key(repo) + (f"-{slot}" if slot else "")
-    tree = cache / "trees" / key
-    with exclusive(cache / "locks" / f"tree-{key}.lock"):
+    tree = clone_dir(cache, repo, slot)
+    key = tree.name
+    cache.keep(tree)
+    with cache.lock(f"tree-{key}"):
         if not (tree / ".git").exists():
             shutil.rmtree(tree, ignore_errors=True)
             tree.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +270,7 @@ def prepare_git(cache: Path, repo: Path, rev: str | None, slot: str = "") -> Pre
     return PreparedSource(tree=tree, key=key, source_id=f"git:{commit}{note}", layout=tl)
 
 
-def prepare_copy(cache: Path, path: Path) -> PreparedSource:
+def prepare_copy(cache: Cache, path: Path) -> PreparedSource:
     """rsync a non-git tree into the cache (mtimes kept: incremental); an
     unchanged tree is not copied again."""
     layout.detect(path, str(path))
@@ -268,8 +283,9 @@ def prepare_copy(cache: Path, path: Path) -> PreparedSource:
     ).stdout
     digest = hashlib.sha256(b"\n".join(sorted(listing.splitlines()))).hexdigest()
     key = tree_key(path)
-    tree = cache / "trees" / key
-    with exclusive(cache / "locks" / f"tree-{key}.lock"):
+    tree = cache.tree(key)
+    cache.keep(tree)
+    with cache.lock(f"tree-{key}"):
         stamp = tree / overlay.PREPARED_STAMP
         if not (stamp.exists() and stamp.read_text().startswith(f"{digest}\n")):
             stamp.unlink(missing_ok=True)
@@ -283,7 +299,7 @@ def prepare_copy(cache: Path, path: Path) -> PreparedSource:
                           layout=tl)
 
 
-def prepare(cache: Path, kernel_src: str | None, rev: str | None = None,
+def prepare(cache: Cache, kernel_src: str | None, rev: str | None = None,
             slot: str = "") -> PreparedSource:
     if not kernel_src:
         if rev:

@@ -14,6 +14,7 @@ import subprocess
 from pathlib import Path
 
 from runner import apt
+from runner.cache import Cache
 from runner.errors import UserError
 
 PACKAGES = ("bash", "busybox")
@@ -21,16 +22,18 @@ PACKAGES = ("bash", "busybox")
 DEB_SRC_ENV = "ALLOCPROF_DEB_SRC"
 
 
-def _apt(cache: Path) -> apt.PrivateApt:
+def _apt(cache: Cache) -> apt.PrivateApt:
     env = os.environ.get(DEB_SRC_ENV)
     line = f"deb-src {env}" if env else apt.suite_line("deb-src", "bookworm")
-    return apt.PrivateApt(cache / "rootfs" / "apt", (line,))
+    cache.keep(cache.rootfs_apt)
+    return apt.PrivateApt(cache.rootfs_apt, (line,))
 
 
-def download(cache: Path) -> list[Path]:
+def download(cache: Cache) -> list[Path]:
     """The .dsc of each package, fetched into the cache on first use only,
     so that later runs need no network (delete rootfs/sources to refresh)."""
-    srcdir = cache / "rootfs" / "sources"
+    srcdir = cache.rootfs_sources
+    cache.keep(srcdir)
     dscs = _downloaded(srcdir)
     if dscs is None:
         srcdir.mkdir(parents=True, exist_ok=True)
@@ -66,11 +69,12 @@ def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None
                         f"(log: {log})")
 
 
-def cross_build(cache: Path, dsc: Path, cross_compile: str) -> Path:
+def cross_build(cache: Cache, dsc: Path, cross_compile: str) -> Path:
     """Builds the package's one program, statically, for @cross_compile;
     returns the binary (kept in the cache, named after the program)."""
     pkg = dsc.name.split("_")[0]
-    work = cache / "rootfs" / "build" / f"{cross_compile}{dsc.stem}"
+    work = cache.rootfs_build / f"{cross_compile}{dsc.stem}"
+    cache.keep(work)
     binary = work / pkg
     if binary.exists():
         return binary

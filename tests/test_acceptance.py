@@ -140,8 +140,8 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     private apt state: the feature in mm/, upstream's own alloc_tag
     selftest run beside ours, every contract checked as 7.3 keeps it."""
     from runner import source
+    from runner.cache import Cache
     from runner.cases import upstream_suites
-    from runner.paths import cache_root
 
     p = runner("run", "--arch", "x86_64", "--kernel-src", "debian:linux-source-7.3",
                "--results-dir", str(tmp_path), cwd=ROOT)
@@ -149,7 +149,7 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     run = json.loads(next(tmp_path.glob("*/results.json")).read_text())["runs"][0]
     assert run["info"]["kernel_version"].startswith("7.3.")
     assert run["info"]["source_id"].startswith("linux-source-7.3:")
-    src = source.prepare(cache_root(), "debian:linux-source-7.3")
+    src = source.prepare(Cache.open(), "debian:linux-source-7.3")
     assert src.layout.layout.name == "mm"
     upstream = upstream_suites(src.tree, src.layout.upstream_selftests)
     assert [s.name for s in upstream] == ["upstream_allocinfo_ioctl_test"]

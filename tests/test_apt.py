@@ -4,6 +4,7 @@ mirrors read from the host's apt sources, and the offline cache."""
 import pytest
 
 from runner import apt, source
+from runner.cache import Cache
 from runner.errors import UserError
 
 
@@ -53,4 +54,4 @@ def test_a_fetched_package_needs_no_network_again(tmp_path, monkeypatch):
         raise AssertionError("apt-get ran although the package is cached")
 
     monkeypatch.setattr(apt.PrivateApt, "run", no_network)
-    assert source.fetch_package(tmp_path, "linux-source-7.3") == cached
+    assert source.fetch_package(Cache(tmp_path), "linux-source-7.3") == cached

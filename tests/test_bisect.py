@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from runner.bisect import Verdict, judge, select
+from runner.cache import Cache
 from runner.cli import main
 from runner.ktap import parse_text
 from runner.results import RunInfo, RunResult
@@ -110,7 +111,7 @@ def test_series_is_applied_as_one_commit_per_patch(tmp_path, toy_repo):
     _git(repo, "format-patch", "-q", "-o", str(series), f"{base}..HEAD")
     _git(repo, "checkout", "-q", base)
 
-    applied = apply_series(tmp_path / "cache", repo, base, series)
+    applied = apply_series(Cache(tmp_path / "cache"), repo, base, series)
     subjects = _git(applied, "log", "--format=%s", f"{base}..series").splitlines()
     assert subjects == ["patch 3", "patch 2", "patch 1"]
     # The user's repository is where it was.
@@ -126,7 +127,7 @@ def test_series_that_does_not_apply_is_one_line(tmp_path, toy_repo):
     bad.write_text("From: x\nSubject: [PATCH] nope\n\n---\n f | 1 +\n"
                    "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-zzz\n+yyy\n")
     with pytest.raises(UserError, match="does not apply"):
-        apply_series(tmp_path / "cache", repo, "HEAD", bad)
+        apply_series(Cache(tmp_path / "cache"), repo, "HEAD", bad)
 
 
 def test_endpoints_are_checked_before_any_build(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runner import source
-from runner.paths import cache_root
+from runner.cache import Cache
 
 ROOT = Path(__file__).resolve().parent.parent
 KUNIT = ROOT / "kunit"
@@ -25,7 +25,7 @@ IGNORED = "FILE_PATH_CHANGES,SPDX_LICENSE_TAG"
 def _checkpatch() -> Path:
     if not source.DEBIAN_TARBALL.exists():
         pytest.skip(f"{source.DEBIAN_TARBALL} not installed (apt-get install linux-source-6.12)")
-    tree = source.prepare_debian(cache_root()).tree
+    tree = source.prepare_debian(Cache.open()).tree
     return tree / "scripts" / "checkpatch.pl"
 
 

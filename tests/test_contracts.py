@@ -5,7 +5,7 @@ and 2)."""
 import pytest
 
 from runner import contracts, layout, skips, source
-from runner.paths import cache_root
+from runner.cache import Cache
 from runner.results import RunInfo, RunResult, Status
 from runner.results import TestResult as Result
 
@@ -29,7 +29,7 @@ def real_tree(request):
     fetched from Debian's archive once)."""
     src = None if request.param == "6.12" else f"debian:linux-source-{request.param}"
     try:
-        prepared = source.prepare(cache_root(), src)
+        prepared = source.prepare(Cache.open(), src)
     except Exception as e:  # noqa: BLE001 - say why there is no tree
         pytest.skip(f"linux-source-{request.param} is not available here: {e}")
     return request.param, prepared

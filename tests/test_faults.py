@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from runner import console_checks, faults, pipeline
+from runner import build, console_checks, faults, pipeline
+from runner.cache import Cache
 from runner.kinds import expected_suites
-from runner.paths import cache_root
 from runner.targets import ARCHES, Target
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -46,7 +46,7 @@ def test_fault_header_is_checked(tmp_path):
 @pytest.fixture(scope="module")
 def base_source():
     try:
-        return pipeline.Options(cache=cache_root(), results_dir=Path("/nonexistent")).source()
+        return pipeline.Options(cache=Cache.open(), results_dir=Path("/nonexistent")).source()
     except Exception as e:  # noqa: BLE001 - no source here: say why
         pytest.skip(f"the default kernel source is not available: {e}")
 
@@ -58,7 +58,7 @@ def test_every_fault_applies_and_reverts(base_source, tmp_path):
     for f in faults.load():
         if f.source not in trees:
             try:
-                trees[f.source] = source.prepare(cache_root(), f.source).tree
+                trees[f.source] = source.prepare(Cache.open(), f.source).tree
             except Exception as e:  # noqa: BLE001 - say why
                 pytest.skip(f"{f.source} is not available here: {e}")
         tree = trees[f.source]
@@ -81,7 +81,7 @@ def test_every_fault_applies_and_reverts(base_source, tmp_path):
 def test_size_preserving_edit_boots_the_new_code(base_source, tmp_path):
     """The issue's case: one incremental build after another, the same
     sizes, and the second boot must run the second build's code."""
-    opts = pipeline.Options(cache=cache_root(), results_dir=tmp_path)
+    opts = pipeline.Options(cache=Cache.open(), results_dir=tmp_path)
     ftree = faults.FaultTree(base_source, opts.cache)
     target = Target(ARCHES["x86_64"], "default")
     sizes = []
@@ -90,7 +90,7 @@ def test_size_preserving_edit_boots_the_new_code(base_source, tmp_path):
         fault = faults.Fault(f"identity-{v}", {}, patch)
         with ftree.applied(fault) as src:
             result = pipeline.execute_prepared(opts, target, tmp_path / v, src)
-            build_dir = opts.cache / "build" / src.key / target.build_name
+            build_dir = build.build_dir(opts.cache, src, target)
             sizes.append((build_dir / target.arch.image).stat().st_size)
         console = Path(result.info.console).read_text(errors="replace")
         assert f"allocprof-identity: {v * 8}" in console

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from runner import kconfig, layout, overlay, source
+from runner.cache import Cache
 from runner.errors import UserError
 from runner.cases import upstream_suites
 from runner.layout import LAYOUTS, OUR_SELFTESTS, UPSTREAM_SELFTESTS
@@ -130,7 +131,7 @@ def fake_repo(path: Path) -> Path:
 
 def test_preparing_a_prepared_git_tree_writes_nothing(tmp_path):
     repo = fake_repo(tmp_path / "repo")
-    cache = tmp_path / "cache"
+    cache = Cache(tmp_path / "cache")
     first = source.prepare(cache, str(repo))
     files = [p for p in first.tree.rglob("*") if p.is_file() and ".git" not in p.parts]
     before = {p: p.stat().st_mtime_ns for p in files}
@@ -147,7 +148,7 @@ def test_plain_tree_copy_keeps_linker_script_sources(tmp_path):
     lds.write_text("/* source */\n")
     (tree / "vmlinux").write_text("product")
     (lds.parent / "vmlinux.lds").write_text("product")
-    src = source.prepare(tmp_path / "cache", str(tree))
+    src = source.prepare(Cache(tmp_path / "cache"), str(tree))
     assert (src.tree / "arch/x86/kernel/vmlinux.lds.S").exists()
     assert not (src.tree / "vmlinux").exists()
     assert not (src.tree / "arch/x86/kernel/vmlinux.lds").exists()
@@ -164,7 +165,7 @@ def test_options_a_kernel_does_not_have_are_not_asked_to_stick(tmp_path):
 
 
 def _prepare_in_child(cache: str, repo: str) -> str:
-    return source.prepare(Path(cache), repo).source_id
+    return source.prepare(Cache(Path(cache)), repo).source_id
 
 
 def test_two_targets_preparing_one_tree_at_once_change_nothing(tmp_path):
@@ -173,12 +174,12 @@ def test_two_targets_preparing_one_tree_at_once_change_nothing(tmp_path):
     import concurrent.futures
 
     repo = fake_repo(tmp_path / "repo")
-    cache = tmp_path / "cache"
+    cache = Cache(tmp_path / "cache")
     first = source.prepare(cache, str(repo))
     files = [p for p in first.tree.rglob("*") if p.is_file() and ".git" not in p.parts]
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
     with concurrent.futures.ProcessPoolExecutor(2) as pool:
-        ids = list(pool.map(_prepare_in_child, [str(cache)] * 4, [str(repo)] * 4))
+        ids = list(pool.map(_prepare_in_child, [str(cache.root)] * 4, [str(repo)] * 4))
     assert set(ids) == {first.source_id}
     assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in files} == before
 
@@ -199,7 +200,7 @@ def test_a_tree_an_older_runner_edited_is_extracted_afresh(tmp_path):
     tarball = tmp_path / "linux-source-6.12.tar.xz"
     sp.run(["tar", "-cJf", str(tarball), "-C", str(tmp_path / "pkg"), "linux-source-6.12"],
            check=True)
-    cache = tmp_path / "cache"
+    cache = Cache(tmp_path / "cache")
     src = source.prepare_debian(cache, tarball)
     assert src.layout.upstream_selftests == ()
     legacy = src.tree / UPSTREAM_SELFTESTS

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from runner import boot, guest, pipeline, timings
 from runner.build import Built, _inputs_print
+from runner.cache import Cache
 from runner.cases import Suite
 from runner.kinds import expected_suites, kunit_suites
 from runner import results
@@ -227,8 +228,8 @@ def test_the_guest_roots_apt_versions_are_asked_once_per_apt_state(tmp_path, mon
     monkeypatch.setattr(rootfs, "_apt_versions",
                         lambda arch: asked.append(arch) or [f"bash:arm64={len(asked)}"])
     arm64 = ARCHES["arm64"]
-    assert rootfs._versions(arm64, tmp_path) == ["bash:arm64=1"]
-    assert rootfs._versions(arm64, tmp_path) == ["bash:arm64=1"]
+    assert rootfs._versions(arm64, Cache(tmp_path)) == ["bash:arm64=1"]
+    assert rootfs._versions(arm64, Cache(tmp_path)) == ["bash:arm64=1"]
     (lists / "Packages").write_text("apt-get update")
-    assert rootfs._versions(arm64, tmp_path) == ["bash:arm64=2"]
+    assert rootfs._versions(arm64, Cache(tmp_path)) == ["bash:arm64=2"]
     assert len(asked) == 2

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from runner import source, timings  # noqa: E402
-from runner.paths import cache_root  # noqa: E402
+from runner.cache import Cache  # noqa: E402
 
 EDITED = "kunit/alloc_tag_page_split_kunit.c"
 _KUNIT_ELAPSED = re.compile(
@@ -56,17 +56,17 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[floa
 def prepare(scratch: Path, kernel_src: str | None) -> tuple[Path, Path, Path]:
     """The scratch cache with a copy of the prepared source and nothing
     built, and a copy of the project; returns (cache, tree, project)."""
-    main = cache_root(None)
+    main = Cache.open()
     src = source.prepare(main, kernel_src, None)
     shutil.rmtree(scratch, ignore_errors=True)
     cache = scratch / "cache"
-    rel = src.tree.relative_to(main)
-    (cache / rel.parent).mkdir(parents=True)
-    subprocess.run(["cp", "-a", str(main / rel.parts[0] / rel.parts[1]),
-                    str(cache / rel.parts[0])], check=True)
-    for f in ("src/tarball-sums.json", "kvm-verdict.json"):
-        if (main / f).exists():
-            shutil.copy2(main / f, cache / f)
+    entry = main.entry_of(src.tree).relative_to(main.root)  # the tree, extracted or cloned
+    (cache / entry).mkdir(parents=True)
+    subprocess.run(["cp", "-a", str(main.root / entry), str(cache / entry.parent)], check=True)
+    for memo in (main.tarball_sums, main.kvm_verdict):
+        if memo.exists():
+            shutil.copy2(memo, cache / memo.relative_to(main.root))
+    rel = src.tree.relative_to(main.root)
     project = scratch / "project"
     subprocess.run(["rsync", "-a", "--exclude=.venv", "--exclude=results", "--exclude=.git",
                     "--exclude=.tox", f"{ROOT}/", f"{project}/"], check=True)
