@@ -46,6 +46,7 @@ class Arch:
     build_cost: float  # seconds of a clean build from an empty cache
     boot_cost: float  # seconds of one boot
     config: str  # base config fragment, merged on top of allnoconfig
+    default: bool  # in the default set (no --arch); runner matrix lists every arch
     # Kernel arguments that make the guest power off when QEMU runs with
     # -no-reboot (x86 reboots by triple fault); none where PSCI/SBI does it.
     cmdline: tuple[str, ...] = ()
@@ -78,6 +79,7 @@ def _load(path: Path) -> Arch:
             libc=tuple(pkgs["libc"]), extra_packages=tuple(pkgs.get("extra", ())),
             deb_arch=guest["deb_arch"], build_cost=float(cost["build"]),
             boot_cost=float(cost["boot"]), config=r["config"]["fragment"].lstrip("\n"),
+            default=bool(r["default"]),
             cmdline=tuple(r.get("cmdline", ())), record=path)
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"arch record {path} is malformed ({type(e).__name__}: {e}): "

@@ -8,9 +8,9 @@ from runner.errors import UserError
 __all__ = ["ARCHES", "Arch", "host_arch"]
 
 VARIANTS = ("default", "debug", "default-off", "off")
-# Every arch is first-class; one whose tools are missing is skipped unless
-# asked for by name (see tools.arch_unavailable).
-DEFAULT_ARCHES = tuple(ARCHES)
+# The arches whose records say so; one whose tools are missing is skipped
+# unless asked for by name (see tools.arch_unavailable).
+DEFAULT_ARCHES = tuple(name for name, a in ARCHES.items() if a.default)
 DEFAULT_VARIANTS = ("default",)
 # Boot variants: the value given to sysctl.vm.mem_profiling= ("none": no
 # option). "malformed" is a value kstrtobool() rejects. The grammar grew
