@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from runner import exits, kcidb, ktap, matrix, merge, options, pipeline, report, shard, \
+from runner import exits, kcidb, matrix, merge, options, pipeline, report, shard, \
     source, tools
 from runner.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, \
     InfraError, UserError
 from runner.paths import cache_root, new_run_dir
-from runner.results import RunInfo, RunResult, Status, TestResult, leaves
+from runner.results import RunResult
 from runner.targets import HOST_ARCH, Target, targets
 
 
@@ -157,39 +157,14 @@ def _check_report_paths(args: argparse.Namespace) -> None:
         raise UserError(f"--junit and --json both name {args.json}; give them two files")
 
 
-def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
-               variant: str | None = None) -> RunResult:
-    """The run `runner parse` reports for a parsed console."""
-    banner = getattr(parsed, "banner", "")
-    # The kernel the console shows: two consoles of two kernels stay two runs.
-    info = RunInfo(arch=arch or "-", variant=variant or "-", console=console, kernel=banner,
-                   kernel_version=banner.split()[2] if banner else "")
-    if not parsed.found_ktap:
-        info.note = "no KTAP output found"
-    tests = parsed.tests
-    if parsed.crash and not any(leaf.result.status == Status.CRASHED
-                                for leaf in leaves(tests)):
-        # A panic or oops after the last test still fails the log.
-        tests.append(TestResult("console", Status.PASS, children=[TestResult(
-            "no_oops_or_panic", Status.FAIL, reason=parsed.crash[0].strip(),
-            diagnostics=parsed.crash)]))
-    return RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
-                     console_tail=parsed.tail[-pipeline.CONSOLE_TAIL:])
-
-
 def cmd_parse(args: argparse.Namespace) -> int:
     _check_report_paths(args)
-    if args.file == "-" and sys.stdin is None:
-        raise UserError("standard input is closed: give a console log file, or pipe one "
-                        "into `runner parse -`")
-    try:
-        parsed = (ktap.parse_stream(sys.stdin.buffer) if args.file == "-"
-                  else ktap.parse_file(args.file))
-    except FileNotFoundError:
-        raise UserError(f"{args.file}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{args.file}: is a directory; give a console log file") from None
-    return _write_reports([parsed_run(parsed, args.file, args.arch, args.variant)], args)
+    options.check_source(args.kernel_src, args.kernel_rev)
+    # The known issues' probes read the source the console's kernel was built from.
+    src = (source.prepare(cache_root(args.cache_dir), args.kernel_src, args.kernel_rev)
+           if args.kernel_src else None)
+    return _write_reports([pipeline.parse_console(args.file, args.arch, args.variant, src)],
+                          args)
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -421,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "<(command)), or - for standard input")
     parse.add_argument("--arch", help="arch to record in the reports")
     parse.add_argument("--variant", help="variant to record in the reports")
+    options.add_to(parse.add_argument, options.TREE)
     _add_report_options(parse)
     parse.set_defaults(func=cmd_parse)
 

@@ -88,14 +88,19 @@ SHARD = (
         "by expected build and boot time, the same on every machine (see runner matrix)",
         {"metavar": "K/N"}),
 )
-SOURCE = (
-    Opt(("--kernel-src",), "kernel to test: a git tree, a plain kernel directory, or a "
-        "Debian package as debian:linux-source-X.Y (default: Debian's linux-source-6.12); "
+# The kernel source: what is built, or what a parsed console's kernel was
+# built from (for the known issues' source probes).
+TREE = (
+    Opt(("--kernel-src",), "kernel source: a git tree, a plain kernel directory, or a "
+        "Debian package as debian:linux-source-X.Y (default: Debian's linux-source-6.12; "
+        "runner parse: none, and known issues that probe the source are not applied); "
         "never modified", {"metavar": "SRC"}, env="ALLOCPROF_KERNEL_SRC"),
     Opt(("--kernel-rev",), "revision of a git --kernel-src (default: HEAD)",
         {"metavar": "REV"}, env="ALLOCPROF_KERNEL_REV"),
     Opt(("--cache-dir",), "cache (default: $ALLOCPROF_CACHE or "
         "$XDG_CACHE_HOME/allocprof-ktest)"),
+)
+SOURCE = TREE + (
     Opt(("-j", "--jobs"), "make jobs (default: all CPUs)", {"type": positive_int}),
     Opt(("--boot-timeout",), "seconds before a hung guest is killed (default: %(default)s)",
         {"type": positive_seconds, "default": TCG_TIMEOUT}),
