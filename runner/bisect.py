@@ -130,10 +130,10 @@ class Bisector:
                                 f"{why}; pick another --{want.value} revision")
         tree = self.clone()
         _git(tree, "bisect", "reset", check=False)
-        _git(tree, "bisect", "start", bad_c, good_c)
         skips = 0
         culprit = None
         try:
+            _git(tree, "bisect", "start", bad_c, good_c)  # reset below, however it ends
             while True:
                 head = _git(tree, "rev-parse", "HEAD")
                 verdict, why, _ = self.test_commit(head)

@@ -6,15 +6,12 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from runner import exits, kcidb, matrix, merge, options, pipeline, report, shard, \
-    source, tools
-from runner.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, \
-    InfraError, UserError
+from runner import exits, kcidb, matrix, merge, options, pipeline, report, source, tools
+from runner.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASSED, InfraError, \
+    UserError
 from runner.paths import cache_root, new_run_dir
 from runner.results import RunResult
 from runner.targets import HOST_ARCH, Target, targets
@@ -54,54 +51,44 @@ def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
     if full:
         raise exits.stdout_failed(full, ", ".join(str(p) for p in (args.junit, args.json)
                                                      if p))
-    return 0 if all(r.verdict().is_ok for r in runs) else 1
+    return EXIT_PASSED if all(r.verdict().is_ok for r in runs) else EXIT_FAILED
 
 
 def _runnable(args: argparse.Namespace) -> list[Target]:
-    """The requested targets this machine can build and boot; default
-    arches it cannot are skipped with one line each."""
-    # Every machine shards the same list: before what this one can run.
-    wanted = shard.select(targets(args.arch, args.variant, args.boot_variant), args.shard)
-    runnable, skipped = tools.split_available(wanted, explicit=bool(args.arch))
-    for why in skipped.values():
-        print(f"runner: skipping {why}", file=sys.stderr)
-    if not runnable:
-        raise UserError("no arch can run here: " + "; ".join(skipped.values()))
-    return runnable
+    return pipeline.runnable(args.arch, args.variant, args.boot_variant, args.shard)
+
+
+def _pipeline_options(args: argparse.Namespace, prefix: str = "") -> pipeline.Options:
+    """The run context of the options: the cache, then a new run directory
+    (named @prefix and its start time)."""
+    cache = cache_root(args.cache_dir)
+    return pipeline.Options(cache=cache, results_dir=new_run_dir(args.results_dir or "results",
+                                                                 prefix),
+                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
+                            jobs=args.jobs, boot_timeout=args.boot_timeout,
+                            append=args.append)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     runnable = _runnable(args)  # a bad option leaves no run directory behind
     options.check_source(args.kernel_src, args.kernel_rev)
-    cache = cache_root(args.cache_dir)
-    results_dir = new_run_dir(args.results_dir or "results")
-    opts = pipeline.Options(cache=cache, results_dir=results_dir,
-                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
-                            jobs=args.jobs, boot_timeout=args.boot_timeout,
-                            append=args.append)
-    runs = [pipeline.get(opts, t) for t in runnable]
-    args.junit = args.junit or results_dir / "junit.xml"
-    args.json = args.json or results_dir / "results.json"
+    opts = _pipeline_options(args)
+    runs = pipeline.run_all(opts, runnable)
+    args.junit = args.junit or opts.results_dir / "junit.xml"
+    args.json = args.json or opts.results_dir / "results.json"
     rc = _write_reports(runs, args)
-    print(f"results: {results_dir} (junit.xml, results.json, <target>/console.log)")
+    print(f"results: {opts.results_dir} (junit.xml, results.json, <target>/console.log)")
     return rc
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from runner import build
-
     runnable = _runnable(args)  # a bad option prepares no source
     options.check_source(args.kernel_src, args.kernel_rev)
     cache = cache_root(args.cache_dir)
     src = source.prepare(cache, args.kernel_src, args.kernel_rev)
-    seen = set()
-    for t in runnable:
-        if t.build_name in seen:
-            continue
-        seen.add(t.build_name)
-        b = build.build(cache, src, t, args.jobs)
+    for t, b in pipeline.build_all(cache, src, runnable, args.jobs):
         print(f"{t.build_name}: {b.image} ({'rebuilt' if b.rebuilt else 'up to date'})")
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_contracts(args: argparse.Namespace) -> int:
@@ -110,11 +97,11 @@ def cmd_contracts(args: argparse.Namespace) -> int:
 
     if args.table:
         print(contracts.table(), end="")
-        return 0
+        return EXIT_PASSED
     src = source.prepare(cache_root(args.cache_dir), args.kernel_src, args.kernel_rev)
     print(f"# {src.source_id} ({src.version})")
     print(contracts.text(contracts.read(src.tree, src.layout)), end="")
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
@@ -123,21 +110,9 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
     chosen = faults.load(only=[o for o in (args.only or "").split(",") if o])
     arch = args.arch.split(",")[0] if args.arch else "x86_64"
-    opts = pipeline.Options(cache=cache_root(args.cache_dir),
-                            results_dir=new_run_dir(args.results_dir or "results", "faults-"),
-                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
-                            jobs=args.jobs, boot_timeout=args.boot_timeout, append=args.append)
-    started = time.monotonic()
-    outcomes = faults.run_all(opts, chosen, arch)
-    table = faults.table(outcomes)
-    (opts.results_dir / "faults.md").write_text(table)
-    print(table, end="")
-    alive = [o.fault.name for o in outcomes if o.fault and not o.killed]
-    dirty = [o.target.name for o in outcomes if not o.fault and o.killed]
-    print(f"faults: {len(outcomes) - len([o for o in outcomes if not o.fault])} faults, "
-          f"{len(alive)} not killed, untouched tree {'FAILS' if dirty else 'green'}, "
-          f"{time.monotonic() - started:.0f} s; results: {opts.results_dir}")
-    return 0 if not alive and not dirty else 1
+    text, ok = faults.check_all(_pipeline_options(args, "faults-"), chosen, arch)
+    print(text, end="")
+    return EXIT_PASSED if ok else EXIT_FAILED
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
@@ -179,118 +154,62 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                             "whole number from 1, e.g. --shards 3")
     m = matrix.plan(args.arch, args.variant, args.boot_variant, count)
     exits.out(matrix.FORMATS[args.format](m))
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.suffix not in (".xml", ".json"):
-        raise UserError(f"{out}: name the merged report OUT.xml (JUnit) or OUT.json (JSON), "
-                        "first, then the reports to merge")
-    paths = [Path(p) for p in args.inputs]
-    merge.check_out(out, paths, args.force,
-                    "name the merged report first, then the inputs (runner merge OUT IN...)")
-    with merge.opened(paths) as (kind, inputs):
-        if kind == "junit":
-            if out.suffix != ".xml":
-                raise UserError(f"{out}: JUnit inputs merge into JUnit: name it {out.stem}.xml")
-            doc = merge.merge_junit(inputs)
-            t = doc.totals()
-            merge.write_junit(doc, out)
-            exits.out(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
-                      f"{t.skipped} skipped, from {len(inputs)} reports", str(out))
-            return 0 if t.ok else 1
-        runs = merge.merge_runs(inputs)
+    merged = merge.merge_reports(out, [Path(p) for p in args.inputs], args.force)
+    if merged.totals is not None:  # JUnit: merged and written
+        t = merged.totals
+        exits.out(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
+                  f"{t.skipped} skipped, from {merged.inputs} reports", str(out))
+        return EXIT_PASSED if t.ok else EXIT_FAILED
     args.junit, args.json = (out, None) if out.suffix == ".xml" else (None, out)
-    rc = _write_reports(runs, args)
-    exits.out(f"{out}: {len(runs)} runs, from {len(inputs)} reports", str(out))
+    rc = _write_reports(merged.runs, args)
+    exits.out(f"{out}: {len(merged.runs)} runs, from {merged.inputs} reports", str(out))
     return rc
-
-
-_NO_TESTS = ("bench-", "bisect-", "faults-")  # run directories of other commands
-
-
-def _latest_run(results_dir: Path) -> Path:
-    """The newest run directory of runner run or pytest (named by its start
-    time), which must have results: an older run is never exported in its
-    place."""
-    runs = [d for d in results_dir.glob("*") if d.is_dir() and not d.name.startswith(_NO_TESTS)]
-    if not runs:
-        raise UserError(f"no run with results in {results_dir}: give --json REPORT (or a run "
-                        "directory)")
-    newest = max(runs, key=lambda d: (d.name.removeprefix("pytest-")[:15], d.stat().st_mtime,
-                                      d.name))
-    if not ((newest / "results.json").is_file() or any(newest.glob("*/results.json"))):
-        raise UserError(f"the newest run, {newest}, has no results (killed, or still "
-                        "running): give --json with the run to export")
-    return newest
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     if not kcidb.valid_origin(args.origin):
         raise UserError(f"--origin {args.origin!r} is not a KCIDB origin: use lowercase "
                         "letters, digits and '_' only, e.g. allocprof_ktest")
-    sources = args.json or [_latest_run(Path(args.results_dir or "results"))]
-    paths = [f for s in sources for f in merge.results_files(Path(s))]
-    merge.check_out(args.kcidb, paths, args.force, "give --kcidb a new file")
-    with merge.opened(paths) as (kind, inputs):
-        if kind != "json":
-            raise UserError(f"{paths[0]} is JUnit: export reads the JSON reports "
-                            "(runner run --json, or a run directory)")
-        runs = merge.merge_runs(inputs)
-    data = kcidb.export(runs, args.origin)
-    kcidb.write(data, args.kcidb)
+    sources = [Path(s) for s in args.json or [merge.latest_run(Path(args.results_dir or
+                                                                    "results"))]]
+    data, runs = kcidb.export_reports(sources, args.kcidb, args.origin, args.force)
     exits.out(f"{args.kcidb}: KCIDB {data['version']['major']}.{data['version']['minor']}: "
               f"{len(data['checkouts'])} checkouts, {len(data['builds'])} builds, "
-              f"{len(data['tests'])} tests, from {len(runs)} runs"
+              f"{len(data['tests'])} tests, from {runs} runs"
               + ("" if args.json else f" of {sources[0]}"), str(args.kcidb))
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
     from runner import bisect
 
-    if not args.kernel_src:
-        raise UserError("bisect needs --kernel-src (a git tree)")
-    repo = Path(args.kernel_src).expanduser().resolve()
-    if not (repo / ".git").exists():
-        raise UserError(f"--kernel-src {repo} is not a git tree")
-    first = args.base if args.series else args.good
-    top = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", first or "HEAD",
-                          "Makefile", "Kconfig"], capture_output=True, text=True, check=False)
-    if top.returncode == 0 and len(top.stdout.split()) < 2:  # (an unknown one is told below)
-        raise UserError(f"--kernel-src {repo} is not a kernel tree at {first or 'HEAD'} (no "
-                        "Makefile and Kconfig at its top): give a Linux git tree")
-    cache = cache_root(args.cache_dir)
-    if args.series:
-        if not args.base:
-            raise UserError("--series needs --base REV (the commit the series applies to)")
-        repo = bisect.apply_series(cache, repo, args.base, Path(args.series))
-        good, bad = args.base, "series"
-    else:
-        if not (args.good and args.bad):
-            raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
-        good, bad = args.good, args.bad
+    repo = options.check_bisect_source(args.kernel_src, args.base if args.series else args.good)
+    if args.series and not args.base:
+        raise UserError("--series needs --base REV (the commit the series applies to)")
+    if not args.series and not (args.good and args.bad):
+        raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
     # One kernel per step: the host's arch unless another is named.
     tlist = targets(args.arch or HOST_ARCH, args.variant, args.boot_variant)
     if len(tlist) != 1:
         raise UserError("bisect runs one arch and one variant at a time")
-    results_dir = new_run_dir(args.results_dir or "results", "bisect-")
-    opts = pipeline.Options(cache=cache, results_dir=results_dir, jobs=args.jobs,
-                            boot_timeout=args.boot_timeout, append=args.append)
-    patterns = list(args.tests) + ([args.k] if args.k else [])
-    b = bisect.Bisector(opts, tlist[0], patterns, repo)
+    opts = _pipeline_options(args, "bisect-")
+    if args.series:
+        repo = bisect.apply_series(opts.cache, repo, args.base, Path(args.series))
+    good, bad = (args.base, "series") if args.series else (args.good, args.bad)
+    b = bisect.Bisector(opts, tlist[0], list(args.tests) + ([args.k] if args.k else []), repo)
     try:
         result = b.run(good, bad)
     except KeyboardInterrupt as e:
-        print("runner: bisect interrupted; the user's tree was never touched and "
-              f"the bisect clone {b.clone()} was reset", file=sys.stderr)
-        subprocess.run(["git", "-C", str(b.clone()), "bisect", "reset"],
-                       capture_output=True, check=False)
-        return EXIT_TERMINATED if isinstance(e, exits.Terminated) else EXIT_INTERRUPTED
+        return exits.interrupted(e, "the user's tree was never touched and the bisect clone "
+                                 f"{b.clone()} was reset")
     result["series"] = bool(args.series)
     bisect.write_outputs(result, args.json)
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -314,18 +233,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("bench runs one arch at a time")
     tools.split_available(wanted, explicit=True)
     options.check_source(args.kernel_src, args.kernel_rev)
-    results_dir = new_run_dir(args.results_dir or "results", "bench-")
-    opts = pipeline.Options(cache=cache_root(args.cache_dir), results_dir=results_dir,
-                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
-                            jobs=args.jobs, boot_timeout=args.boot_timeout,
-                            append=args.append)
+    opts = _pipeline_options(args, "bench-")
     result = bench.run(opts, arch, args.iterations, args.repeat)
     print(bench.table(result))
-    bench.write_json(result, args.json or results_dir / "bench.json")
+    bench.write_json(result, args.json or opts.results_dir / "bench.json")
     if args.plot:
         bench.plot(result, args.plot)
-    print(f"results: {results_dir}")
-    return 0
+    print(f"results: {opts.results_dir}")
+    return EXIT_PASSED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -434,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Commands an interrupted run of which the next one resumes (the cache keeps
+# what was built and booted).
+_RESUMABLE = ("run", "build", "bench")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes (runner.errors): 0 passed, 1 a test failed, 2 a one-line
     usage or environment error, 3 a bug in the runner, 130 interrupted."""
@@ -454,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         # e.g. ENOSPC or EACCES on the cache, results directory or a report.
         return exits.os_error(e)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (exits.Terminated)
-        return exits.interrupted(e, resumable=args.command in ("run", "build", "bench"))
+        return exits.interrupted(e, exits.RESUMABLE if args.command in _RESUMABLE
+                                 else exits.NOTHING_HALF_WRITTEN)
     except Exception as e:
         return exits.internal_error(e)

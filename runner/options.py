@@ -7,6 +7,7 @@ import argparse
 import math
 import os
 import re
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,22 @@ def check_source(src: str | None, rev: str | None) -> None:
                         "debian:linux-source-X.Y)")
     if rev and not (path / ".git").exists():
         raise UserError(f"--kernel-rev given but {src} is not a git tree")
+
+
+def check_bisect_source(src: str | None, rev: str | None) -> Path:
+    """bisect's --kernel-src: a git tree holding a kernel at @rev (its first
+    endpoint; HEAD if None), told before anything is made. Returns it."""
+    if not src:
+        raise UserError("bisect needs --kernel-src (a git tree)")
+    repo = Path(src).expanduser().resolve()
+    if not (repo / ".git").exists():
+        raise UserError(f"--kernel-src {repo} is not a git tree")
+    top = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", rev or "HEAD",
+                          "Makefile", "Kconfig"], capture_output=True, text=True, check=False)
+    if top.returncode == 0 and len(top.stdout.split()) < 2:  # (an unknown rev is told later)
+        raise UserError(f"--kernel-src {repo} is not a kernel tree at {rev or 'HEAD'} (no "
+                        "Makefile and Kconfig at its top): give a Linux git tree")
+    return repo
 
 
 # What argparse takes for a negative number, and so for a value rather than

@@ -10,11 +10,12 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import (boot, build, console_checks, contracts, known_issues, ktap, rootfs, skips,
-                    source, timings)
+from runner import (boot, build, console_checks, contracts, known_issues, ktap, rootfs, shard,
+                    skips, source, timings, tools)
 from runner.errors import InfraError, UserError
 from runner.kunit_cases import (Suite, all_suites, expected_suites, selftest_suites,
                                 upstream_suites)
@@ -23,7 +24,7 @@ from runner.selection import KUNIT_SHUTDOWN, Selection
 from runner.options import TCG_TIMEOUT
 from runner.printer import PRINTER
 from runner.results import RunInfo, RunResult, Status, TestResult
-from runner.targets import Target
+from runner.targets import Target, targets
 
 _PLAN_SKIP = re.compile(r"^1\.\.0 # SKIP(.*)$", re.M)
 CONSOLE_TAIL = 40
@@ -321,6 +322,36 @@ def _guest(opts: Options, src: source.PreparedSource, target: Target,
     # The selftests read the configuration from the kernel (/proc/config.gz).
     return boot.Guest(selftests=private / "selftests", module=private / "module" / module.name,
                       root=root)
+
+
+def runnable(arches: str | None, variants: str | None, boot_variants: str | None,
+             shard_spec: str | None = None) -> list[Target]:
+    """The requested targets (of shard @shard_spec) this machine can build
+    and boot; default arches it cannot are skipped with one line each."""
+    # Every machine shards the same list: before what this one can run.
+    wanted = shard.select(targets(arches, variants, boot_variants), shard_spec)
+    can, skipped = tools.split_available(wanted, explicit=bool(arches))
+    for why in skipped.values():
+        PRINTER.info(f"skipping {why}")
+    if not can:
+        raise UserError("no arch can run here: " + "; ".join(skipped.values()))
+    return can
+
+
+def build_all(cache: Path, src: source.PreparedSource, tlist: list[Target],
+              jobs: int | None = None) -> Iterator[tuple[Target, build.Built]]:
+    """`runner build`: each kernel of @tlist built once (its boot variants
+    share it), told as each is done."""
+    seen = set()
+    for t in tlist:
+        if t.build_name not in seen:
+            seen.add(t.build_name)
+            yield t, build.build(cache, src, t, jobs)
+
+
+def run_all(opts: Options, tlist: list[Target]) -> list[RunResult]:
+    """`runner run`: the results of every target of @tlist."""
+    return [get(opts, t) for t in tlist]
 
 
 def get(opts: Options, target: Target) -> RunResult:

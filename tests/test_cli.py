@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from runner import console_checks, pipeline, source
+from runner import console_checks, exits, pipeline, source
 from runner.cli import main
-from runner.errors import EXIT_FAILED, EXIT_PASSED
+from runner.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_PASSED, \
+    EXIT_TERMINATED
 from runner.results import Status
 
 THP_FAILURE = """\
@@ -81,6 +82,138 @@ def test_parse_of_a_finished_console_adds_no_console_suite(tmp_path):
     (["parse", "c.log", "--kernel-src", "/nonexistent"], "no such directory"),
 ])
 def test_parse_checks_the_source_before_reading(tmp_path, capsys, argv, words):
-    assert main(argv) == 2
+    assert main(argv) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err
+
+
+# --- every handler returns a named exit code ---
+
+@pytest.fixture
+def no_tools_missing(monkeypatch):
+    from runner import tools
+
+    monkeypatch.setattr(tools, "arch_unavailable", lambda arch: None)
+
+
+def test_build_builds_each_kernel_once_and_passes(tmp_path, capsys, monkeypatch,
+                                                  no_tools_missing):
+    from runner import build
+
+    made = []
+
+    def fake_build(cache, src, target, jobs=None):
+        made.append(target.build_name)
+        return SimpleNamespace(image=tmp_path / target.build_name, rebuilt=True)
+
+    monkeypatch.setattr(source, "prepare", lambda *a: SimpleNamespace())
+    monkeypatch.setattr(build, "build", fake_build)
+    assert main(["build", "--arch", "x86_64", "--boot-variant", "none,0,1",
+                 "--cache-dir", str(tmp_path / "cache")]) == EXIT_PASSED
+    assert made == ["x86_64-default"]  # the boot variants share their kernel
+    assert capsys.readouterr().out == f"x86_64-default: {tmp_path}/x86_64-default (rebuilt)\n"
+
+
+@pytest.mark.parametrize("ok, code", [(True, EXIT_PASSED), (False, EXIT_FAILED)])
+def test_faults_passes_only_with_every_fault_killed(tmp_path, capsys, monkeypatch, ok, code):
+    from runner import faults
+    from runner.targets import targets
+
+    fault = faults.load()[0]
+    target = targets("x86_64", None)[0]
+    outcomes = [faults.Outcome(None, target, "6.12.117", [], 1.0),
+                faults.Outcome(fault, target, "6.12.117", ["x"] if ok else [], 2.0)]
+    monkeypatch.setattr(faults, "run_all", lambda opts, chosen, arch: outcomes)
+    assert main(["faults", "--only", fault.name, "--cache-dir", str(tmp_path / "cache"),
+                 "--results-dir", str(tmp_path / "res")]) == code
+    out = capsys.readouterr().out
+    assert f"faults: 1 faults, {0 if ok else 1} not killed, untouched tree green" in out
+    (run,) = (tmp_path / "res").iterdir()
+    assert run.name.startswith("faults-") and out.startswith((run / "faults.md").read_text())
+
+
+def _kernel_repo(where: Path) -> Path:
+    import subprocess
+
+    where.mkdir()
+    for name in ("Makefile", "Kconfig"):
+        (where / name).write_text("")
+    for args in (["init", "-q"], ["add", "."],
+                 ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "k"]):
+        subprocess.run(["git", "-C", str(where), *args], check=True)
+    return where
+
+
+@pytest.mark.parametrize("stop, code, what", [
+    (KeyboardInterrupt, EXIT_INTERRUPTED, "interrupted"),
+    (exits.Terminated, EXIT_TERMINATED, "terminated (SIGTERM)"),
+])
+def test_interrupted_bisect_says_its_clone_was_reset(tmp_path, capsys, monkeypatch,
+                                                     stop, code, what):
+    from runner import bisect
+
+    def interrupted(self, good, bad):
+        raise stop()
+
+    monkeypatch.setattr(bisect.Bisector, "run", interrupted)
+    repo = _kernel_repo(tmp_path / "repo")
+    assert main(["bisect", "--kernel-src", str(repo), "--good", "HEAD", "--bad", "HEAD",
+                 "--cache-dir", str(tmp_path / "cache"),
+                 "--results-dir", str(tmp_path / "res")]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"runner: {what}; the user's tree was "
+                                                   "never touched and the bisect clone ")
+
+
+def test_bisect_that_finds_a_culprit_passes(tmp_path, capsys, monkeypatch):
+    from runner import bisect
+
+    monkeypatch.setattr(bisect.Bisector, "run", lambda self, good, bad: {"given": (good, bad)})
+    monkeypatch.setattr(bisect, "write_outputs", lambda result, path: print(result))
+    repo = _kernel_repo(tmp_path / "repo")
+    assert main(["bisect", "--kernel-src", str(repo), "--good", "v1", "--bad", "v2",
+                 "--cache-dir", str(tmp_path / "cache"),
+                 "--results-dir", str(tmp_path / "res")]) == EXIT_PASSED
+    assert capsys.readouterr().out == "{'given': ('v1', 'v2'), 'series': False}\n"
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--series", "s.mbox"], "--series needs --base REV"),
+    (["--good", "HEAD"], "bisect needs --good REV and --bad REV"),
+])
+def test_bisect_without_its_endpoints_makes_nothing(tmp_path, capsys, argv, words):
+    repo = _kernel_repo(tmp_path / "repo")
+    assert main(["bisect", "--kernel-src", str(repo), *argv, "--cache-dir",
+                 str(tmp_path / "cache")]) == EXIT_ERROR
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_interrupted_run_promises_a_resume(tmp_path, capsys, monkeypatch):
+    def interrupt(opts, tlist):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "runnable", lambda *a: [])
+    monkeypatch.setattr(pipeline, "run_all", interrupt)
+    assert main(["run", "--cache-dir", str(tmp_path / "cache"),
+                 "--results-dir", str(tmp_path / "res")]) == EXIT_INTERRUPTED
+    assert capsys.readouterr().err == f"runner: interrupted; {exits.RESUMABLE}\n"
+
+
+def test_contracts_table_passes(capsys):
+    assert main(["contracts", "--table"]) == EXIT_PASSED
+    assert capsys.readouterr().out.startswith("|")
+
+
+def test_bench_passes_with_its_figures(tmp_path, capsys, monkeypatch, no_tools_missing):
+    from runner import bench
+
+    monkeypatch.setattr(bench, "run", lambda opts, arch, iterations, repeat: (arch, repeat))
+    monkeypatch.setattr(bench, "table", lambda result: f"table of {result}")
+    written = []
+    monkeypatch.setattr(bench, "write_json", lambda result, path: written.append(path))
+    assert main(["bench", "--arch", "x86_64", "--repeat", "2", "--cache-dir",
+                 str(tmp_path / "cache"), "--results-dir", str(tmp_path / "res")]) == EXIT_PASSED
+    (run,) = (tmp_path / "res").iterdir()
+    assert written == [run / "bench.json"] and run.name.startswith("bench-")
+    assert capsys.readouterr().out == f"table of ('x86_64', 2)\nresults: {run}\n"
