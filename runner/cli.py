@@ -17,22 +17,6 @@ from runner.results import RunResult
 from runner.targets import HOST_ARCH, Target, targets
 
 
-def _add_kernel_options(p: argparse.ArgumentParser, sharded: bool = False) -> None:
-    options.add_to(p.add_argument, options.KERNEL + (options.SHARD if sharded else ()))
-    _add_source_options(p)
-
-
-def _add_source_options(p: argparse.ArgumentParser) -> None:
-    """Where the kernel comes from and how it is built and booted."""
-    options.add_to(p.add_argument, options.SOURCE)
-
-
-def _add_report_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML here")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write JSON results here")
-    p.add_argument("-q", "--quiet", action="store_true", help="totals only")
-
-
 def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
     full = None
     try:
@@ -62,8 +46,7 @@ def _pipeline_options(args: argparse.Namespace, prefix: str = "") -> pipeline.Op
     """The run context of the options: the cache, then a new run directory
     (named @prefix and its start time)."""
     cache = cache_root(args.cache_dir)
-    return pipeline.Options(cache=cache, results_dir=new_run_dir(args.results_dir or "results",
-                                                                 prefix),
+    return pipeline.Options(cache=cache, results_dir=new_run_dir(args.results_dir, prefix),
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,
                             append=args.append)
@@ -175,8 +158,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not kcidb.valid_origin(args.origin):
         raise UserError(f"--origin {args.origin!r} is not a KCIDB origin: use lowercase "
                         "letters, digits and '_' only, e.g. allocprof_ktest")
-    sources = [Path(s) for s in args.json or [merge.latest_run(Path(args.results_dir or
-                                                                    "results"))]]
+    sources = [Path(s) for s in args.json or [merge.latest_run(Path(args.results_dir))]]
     data, runs = kcidb.export_reports(sources, args.kcidb, args.origin, args.force)
     exits.out(f"{args.kcidb}: KCIDB {data['version']['major']}.{data['version']['minor']}: "
               f"{len(data['checkouts'])} checkouts, {len(data['builds'])} builds, "
@@ -252,100 +234,35 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The commands, each with its groups of the options table (runner/options.py)."""
     p = _Parser(
         prog="runner",
         description="Build, boot and test Linux memory allocation profiling.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="build, boot and report the kernel suites")
-    _add_kernel_options(run, sharded=True)
-    _add_report_options(run)
-    run.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    run.set_defaults(func=cmd_run)
-
-    b = sub.add_parser("build", help="only build the test kernels")
-    _add_kernel_options(b, sharded=True)
-    b.set_defaults(func=cmd_build)
-
-    bis = sub.add_parser("bisect", help="find the commit or patch that broke tests")
-    _add_kernel_options(bis)
-    bis.add_argument("--good", help="a revision where the selected tests pass")
-    bis.add_argument("--bad", help="a revision where they fail")
-    bis.add_argument("--series", help="a patch series (mbox or directory of patches)")
-    bis.add_argument("--base", help="the revision the series applies to")
-    bis.add_argument("-k", help="select tests whose id contains this")
-    bis.add_argument("tests", nargs="*", help="test ids (or parts of them) to select")
-    bis.add_argument("--json", type=Path, help="write the result as JSON here")
-    bis.add_argument("--results-dir", help="where steps are kept (default: ./results)")
-    bis.set_defaults(func=cmd_bisect)
-
-    co = sub.add_parser("contracts", help="what a kernel tree promises, read from its code "
-                        "(runner/contracts.py)")
-    _add_source_options(co)
-    co.add_argument("--table", action="store_true",
-                    help="print the records as the README's table instead")
-    co.set_defaults(func=cmd_contracts)
-
-    fa = sub.add_parser("faults", help="apply each kernel fault of tests/faults/ and show "
-                        "which items kill it")
-    _add_kernel_options(fa)
-    fa.add_argument("--only", help="comma-separated fault names or number prefixes (01,07)")
-    fa.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    fa.set_defaults(func=cmd_faults)
-
-    be = sub.add_parser("bench", help="allocation overhead per configuration, "
-                                      "as in the series' cover letter")
-    _add_source_options(be)
-    be.add_argument("--arch", help="one arch (default: the host's)")
-    be.add_argument("--iterations", type=int, default=100000,
-                    help="allocation/free pairs per loop (default: %(default)s)")
-    be.add_argument("--repeat", type=int, default=3,
-                    help="boots per configuration, interleaved (default: %(default)s)")
-    be.add_argument("--json", type=Path, metavar="PATH", help="write the figures here")
-    be.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot here")
-    be.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    be.set_defaults(func=cmd_bench)
-
-    parse = sub.add_parser("parse", help="turn a saved console log into reports")
-    parse.add_argument("file", help="console log (plain, .gz or .xz; a file, FIFO or "
-                                    "<(command)), or - for standard input")
-    parse.add_argument("--arch", help="arch to record in the reports")
-    parse.add_argument("--variant", help="variant to record in the reports")
-    options.add_to(parse.add_argument, options.TREE)
-    _add_report_options(parse)
-    parse.set_defaults(func=cmd_parse)
-
-    mx = sub.add_parser("matrix", help="the shards of a run as a CI job matrix")
-    options.add_to(mx.add_argument, options.KERNEL)
-    mx.add_argument("--format", choices=sorted(matrix.FORMATS), required=True,
-                    help="github: JSON for strategy.matrix; gitlab: a child pipeline")
-    mx.add_argument("--shards", metavar="N",
-                    help="number of shards (default: one per kernel build)")
-    mx.set_defaults(func=cmd_matrix)
-
-    mg = sub.add_parser("merge", help="the reports of a run's shards as one report")
-    mg.add_argument("out", metavar="OUT", help="merged report: OUT.xml (JUnit) or OUT.json")
-    mg.add_argument("inputs", nargs="+", metavar="IN",
-                    help="the shards' reports: all JUnit XML (ours or pytest's), or all "
-                         "JSON (ours; an OUT.xml is then written as runner run does)")
-    mg.add_argument("-q", "--quiet", action="store_true", default=True,
-                    help=argparse.SUPPRESS)
-    mg.add_argument("--force", action="store_true",
-                    help="replace OUT if it exists (by default an existing OUT is refused: "
-                         "a forgotten OUT would take the first report's place)")
-    mg.set_defaults(func=cmd_merge)
-
-    ex = sub.add_parser("export", help="write a run in another system's schema")
-    ex.add_argument("--kcidb", type=Path, metavar="OUT", required=True,
-                    help="write KernelCI's KCIDB JSON (schema v5.3) here")
-    ex.add_argument("--json", action="append", metavar="IN",
-                    help="a JSON report or a run directory (repeatable; default: the "
-                         "newest run in --results-dir)")
-    ex.add_argument("--origin", default=kcidb.ORIGIN,
-                    help="KCIDB origin, the prefix of every id (default: %(default)s)")
-    ex.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    ex.add_argument("--force", action="store_true", help="replace the --kcidb file if it exists")
-    ex.set_defaults(func=cmd_export)
+    o = options
+    commands = (
+        ("run", "build, boot and report the kernel suites", cmd_run,
+         (o.KERNEL, o.SHARD, o.SOURCE, o.REPORTS, o.RESULTS)),
+        ("build", "only build the test kernels", cmd_build, (o.KERNEL, o.SHARD, o.SOURCE)),
+        ("bisect", "find the commit or patch that broke tests", cmd_bisect,
+         (o.KERNEL, o.SOURCE, o.BISECT, o.RESULTS)),
+        ("contracts", "what a kernel tree promises, read from its code "
+         "(runner/contracts.py)", cmd_contracts, (o.SOURCE, o.CONTRACTS)),
+        ("faults", "apply each kernel fault of tests/faults/ and show which items kill it",
+         cmd_faults, (o.KERNEL, o.SOURCE, o.FAULTS, o.RESULTS)),
+        ("bench", "allocation overhead per configuration, as in the series' cover letter",
+         cmd_bench, (o.SOURCE, o.BENCH, o.RESULTS)),
+        ("parse", "turn a saved console log into reports", cmd_parse,
+         (o.PARSE, o.TREE, o.REPORTS)),
+        ("matrix", "the shards of a run as a CI job matrix", cmd_matrix, (o.KERNEL, o.MATRIX)),
+        ("merge", "the reports of a run's shards as one report", cmd_merge, (o.MERGE,)),
+        ("export", "write a run in another system's schema", cmd_export,
+         (o.EXPORT, o.RESULTS)),
+    )
+    for name, help_text, func, groups in commands:
+        cmd = sub.add_parser(name, help=help_text)
+        options.add_to_cli(cmd, *groups)
+        cmd.set_defaults(func=func)
     return p
 
 

@@ -217,3 +217,60 @@ def test_bench_passes_with_its_figures(tmp_path, capsys, monkeypatch, no_tools_m
     (run,) = (tmp_path / "res").iterdir()
     assert written == [run / "bench.json"] and run.name.startswith("bench-")
     assert capsys.readouterr().out == f"table of ('x86_64', 2)\nresults: {run}\n"
+
+
+# --- one options table, for the CLI and the pytest plugin ---
+
+def _subparsers():
+    import argparse
+
+    from runner.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_results_dir_has_one_default_everywhere(pytestconfig):
+    from runner import options
+    from runner.paths import project_root
+
+    default = str(project_root() / "results")
+    assert options.RESULTS[0].spec()["default"] == default
+    kept = {name: next(a.default for a in p._actions if a.dest == "results_dir")
+            for name, p in _subparsers().items()
+            if any(a.dest == "results_dir" for a in p._actions)}
+    assert kept == dict.fromkeys(("run", "bisect", "faults", "bench", "export"), default)
+    added = {}
+
+    class Group:
+        def addoption(self, *flags, **kw):
+            added[flags] = kw
+
+    plugin = next(m for m in pytestconfig.pluginmanager.get_plugins()
+                  if getattr(m, "__file__", None) == str(project_root() / "conftest.py"))
+    plugin.pytest_addoption(SimpleNamespace(getgroup=lambda *a: Group()))
+    assert added[("--results-dir",)]["default"] == default
+
+
+def test_the_plugin_gets_long_flags_and_the_cli_all_of_them():
+    import argparse
+
+    from runner import options
+
+    added = []
+    options.add_to_pytest(lambda *flags, **kw: added.append((flags, kw["dest"])),
+                          options.BUILD)
+    assert added == [(("--jobs",), "jobs"), (("--boot-timeout",), "boot_timeout"),
+                     (("--append",), "append")]
+    parser = argparse.ArgumentParser()
+    options.add_to_cli(parser, options.BUILD, options.PARSE)
+    args = parser.parse_args(["-j", "3", "c.log", "--arch", "x86_64"])
+    assert (args.jobs, args.file, args.arch) == (3, "c.log", "x86_64")
+
+
+def test_the_cli_defines_no_option_of_its_own():
+    import inspect
+
+    from runner import cli
+
+    assert "add_argument" not in inspect.getsource(cli)
