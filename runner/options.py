@@ -8,13 +8,12 @@ import argparse
 import math
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from runner import kcidb, matrix
+from runner import kcidb, matrix, proc
 from runner.errors import UserError
 from runner.layout import MIN_VERSION
 from runner.paths import project_root
@@ -233,8 +232,8 @@ def check_bisect_source(src: str | None, rev: str | None) -> Path:
     repo = Path(src).expanduser().resolve()
     if not (repo / ".git").exists():
         raise UserError(f"--kernel-src {repo} is not a git tree")
-    top = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", rev or "HEAD",
-                          "Makefile", "Kconfig"], capture_output=True, text=True, check=False)
+    top = proc.run(["git", "-C", repo, "ls-tree", "--name-only", rev or "HEAD", "Makefile",
+                    "Kconfig"], check=False)
     if top.returncode == 0 and len(top.stdout.split()) < 2:  # (an unknown rev is told later)
         raise UserError(f"--kernel-src {repo} is not a kernel tree at {rev or 'HEAD'} (no "
                         "Makefile and Kconfig at its top): give a Linux git tree")
