@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import proc
 from runner.errors import UserError
 from runner.lock import exclusive
 
@@ -78,13 +78,11 @@ def suite_line(kind: str, suite: str) -> str:
     return f"{kind} {signed}{uri} {suite} main"
 
 
+_NOT_DEBIAN = "fetching Debian packages needs a Debian host (or give --kernel-src a local tree)"
+
+
 def host_arch() -> str:
-    try:
-        p = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                           check=False)
-    except FileNotFoundError:
-        raise UserError("dpkg not found: fetching Debian packages needs a Debian host "
-                        "(or give --kernel-src a local tree)") from None
+    p = proc.run(["dpkg", "--print-architecture"], check=False, missing=_NOT_DEBIAN)
     return p.stdout.strip() or "amd64"
 
 
@@ -113,19 +111,12 @@ class PrivateApt:
                "-o", f"Dir::Cache::Archives={self.state}/archives",
                "-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures={arch}",
                "-o", "APT::Sandbox::User=root", *args]
-        try:
-            p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False,
-                               timeout=1800)
-        except FileNotFoundError:
-            raise UserError("apt-get not found: fetching Debian packages needs a "
-                            "Debian host (or give --kernel-src a local tree)") from None
-        except subprocess.TimeoutExpired:
-            raise UserError(f"apt-get {' '.join(args)} took over 30 min: check the "
-                            "network or the mirror") from None
+        what = f"apt-get {' '.join(args)}"
+        p = proc.run(cmd, cwd=cwd, check=False, timeout=1800, what=what,
+                     fix="check the network or the mirror", missing=_NOT_DEBIAN)
         if p.returncode != 0:
             errors = [ln for ln in (p.stderr or p.stdout).splitlines() if ln.startswith("E:")]
-            last = errors[0] if errors else ((p.stderr or p.stdout).strip().splitlines() or
-                                             [f"exit {p.returncode}"])[-1]
-            raise UserError(f"apt-get {' '.join(args)} failed: {last.strip()} (sources: "
-                            f"{'; '.join(self.lines)}; set {MIRROR_ENV} for another mirror)")
+            raise proc.failure(what, errors[0].strip() if errors else proc.last_lines(
+                p.stderr or p.stdout, 1) or f"exit {p.returncode}",
+                f"set {MIRROR_ENV} for another mirror (sources: {'; '.join(self.lines)})")
         return p.stdout

@@ -12,13 +12,12 @@ import dataclasses
 import enum
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from runner import pipeline, source
+from runner import pipeline, proc, source
 from runner.cache import Cache
 from runner.errors import UserError
 from runner.results import Leaf, RunResult
@@ -84,12 +83,8 @@ def failing_details(run: RunResult | None, patterns: list[str]) -> list[dict]:
 
 
 def _git(tree: Path, *args: str, check: bool = True) -> str:
-    p = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True,
-                       check=False)
-    if check and p.returncode != 0:
-        raise UserError(f"git {' '.join(args[:2])} failed: "
-                        f"{(p.stderr or p.stdout).strip().splitlines()[-1:]}")
-    return p.stdout.strip()
+    return proc.run(["git", "-C", tree, *args], check=check, what=f"git {' '.join(args[:2])}",
+                    fix=f"check the git repository {tree}").stdout.strip()
 
 
 @dataclass
@@ -132,10 +127,10 @@ class Bisector:
                                 f"{why}; pick another --{want.value} revision")
         tree = self.clone()
         _git(tree, "bisect", "reset", check=False)
-        _git(tree, "bisect", "start", bad_c, good_c)
         skips = 0
         culprit = None
         try:
+            _git(tree, "bisect", "start", bad_c, good_c)  # reset below, however it ends
             while True:
                 head = _git(tree, "rev-parse", "HEAD")
                 verdict, why, _ = self.test_commit(head)
@@ -176,8 +171,8 @@ class Bisector:
 
 
 def _is_ancestor(repo: Path, a: str, b: str) -> bool:
-    return subprocess.run(["git", "-C", str(repo), "merge-base", "--is-ancestor", a, b],
-                          capture_output=True, check=False).returncode == 0
+    return proc.run(["git", "-C", repo, "merge-base", "--is-ancestor", a, b],
+                    check=False).returncode == 0
 
 
 def check_endpoints(repo: Path, good: str, good_c: str, bad: str, bad_c: str) -> None:
@@ -211,14 +206,15 @@ def apply_series(cache: Cache, base_repo: Path, base: str, series: Path) -> Path
             _git(repo.parent, "clone", "--quiet", "--shared", "--no-checkout",
                  str(base_repo), str(repo))
         _git(repo, "checkout", "--quiet", "--force", "-B", "series", base_c)
-        p = subprocess.run(["git", "-C", str(repo), "-c", "user.name=allocprof-ktest",
-                            "-c", "user.email=ktest@localhost", "am", "--quiet",
-                            "--keep-cr", *map(str, patches)],
-                           capture_output=True, text=True, check=False)
+        p = proc.run(["git", "-C", repo, "-c", "user.name=allocprof-ktest",
+                      "-c", "user.email=ktest@localhost", "am", "--quiet", "--keep-cr",
+                      *patches], check=False)
         if p.returncode != 0:
             _git(repo, "am", "--abort", check=False)
-            raise UserError(f"the series does not apply on {base}: "
-                            f"{(p.stderr or p.stdout).strip().splitlines()[:1]}")
+            said = (p.stderr or p.stdout).strip().splitlines()[:1]
+            raise proc.failure("git am", f"the series does not apply on {base}: "
+                               f"{said[0] if said else f'exit {p.returncode}'}",
+                               "give the series' own --base, or a series made on this one")
     return repo
 
 

@@ -7,12 +7,11 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import contracts, kconfig, overlay, tools
+from runner import contracts, kconfig, overlay, proc, tools
 from runner.cache import Cache
 from runner.layout import OUR_SELFTESTS, UPSTREAM_SELFTESTS, upstream_program_name
 from runner.errors import InfraError, UserError
@@ -264,20 +263,9 @@ def _make_with_progress(cmd: list[str], cwd: Path, env: dict[str, str], log: Pat
     """Runs make into @log, telling how far it got every PROGRESS_EVERY s
     (out of @expected files, what the last clean build of it built)."""
     started = time.monotonic()
-    with open(log, "a") as out:
-        out.write(f"$ {' '.join(cmd)}\n")
-        out.flush()
-        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        while True:
-            try:
-                return p.wait(timeout=PROGRESS_EVERY)
-            except subprocess.TimeoutExpired:
-                PRINTER.progress(what, _files_built(log), expected, started)
-    finally:
-        if p.poll() is None:
-            p.terminate()
-            p.wait()
+    return proc.run(cmd, cwd=cwd, env=env, log=log, check=False, every=PROGRESS_EVERY,
+                    progress=lambda: PRINTER.progress(what, _files_built(log), expected,
+                                                      started)).returncode
 
 
 def _headers(cache: Cache, src: PreparedSource, target: Target, built: Built) -> Path:
@@ -298,13 +286,9 @@ def _headers(cache: Cache, src: PreparedSource, target: Target, built: Built) ->
 
 
 def _make(cmd: list[str], cwd: Path | None, env: dict[str, str], log: Path, what: str) -> None:
-    with open(log, "w") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        p = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                           check=False)
-    if p.returncode != 0:
-        raise UserError(f"{what} failed: {first_error(log)} (log: {log})")
+    log.write_text("")  # this step's log alone
+    if proc.run(cmd, cwd=cwd, env=env, log=log, check=False).returncode != 0:
+        raise proc.failure(what, first_error(log), f"see {log}")
 
 
 def build_selftests(cache: Cache, src: PreparedSource, target: Target, built: Built) -> Path:
@@ -360,8 +344,8 @@ def _compilers(cc: str) -> list[str]:
     """What of the host decides how the selftests build: the compiler's
     version, the 32-bit ones the Makefile may pick (CC32) and the flags
     from the environment."""
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True,
-                             check=False).stdout.split("\n")[0] if shutil.which(cc) else "-"
+    version = proc.run([cc, "--version"], check=False).stdout.split("\n")[0] \
+        if shutil.which(cc) else "-"
     m32 = sorted(str(p) for p in Path("/usr/lib/gcc").glob("*/*/32"))
     return [cc, shutil.which(cc) or "", version, shutil.which("i686-linux-gnu-gcc") or "",
             *m32, *(f"{k}={os.environ.get(k, '')}" for k in ("CFLAGS", "LDFLAGS", "CC32"))]

@@ -1,4 +1,4 @@
-"""The `runner` command: run, build, bisect, bench, parse, cache, and for
+"""The `runner` command: run, build, bisect, bench, parse, and for
 distributed runs matrix, merge and export."""
 
 from __future__ import annotations
@@ -6,36 +6,18 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from runner import exits, kcidb, ktap, matrix, merge, options, pipeline, prune, report, \
-    shard, source, tools
+from runner import exits, kcidb, matrix, merge, options, pipeline, prune, report, source, \
+    tools
+from runner.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERNAL, EXIT_PASSED, InfraError, \
+    UserError
 from runner.cache import Cache
-from runner.errors import EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, \
-    InfraError, UserError
 from runner.paths import new_run_dir
 from runner.printer import PRINTER
-from runner.results import RunInfo, RunResult, Status, TestResult, leaves
+from runner.results import RunResult
 from runner.targets import Target, host_arch, targets
-
-
-def _add_kernel_options(p: argparse.ArgumentParser, sharded: bool = False) -> None:
-    options.add_to(p.add_argument, options.KERNEL + (options.SHARD if sharded else ()))
-    _add_source_options(p)
-
-
-def _add_source_options(p: argparse.ArgumentParser) -> None:
-    """Where the kernel comes from and how it is built and booted."""
-    options.add_to(p.add_argument, options.SOURCE)
-
-
-def _add_report_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--junit", type=Path, metavar="PATH", help="write JUnit XML here")
-    p.add_argument("--json", type=Path, metavar="PATH", help="write JSON results here")
-    p.add_argument("-q", "--quiet", action="store_true", help="totals only")
 
 
 def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
@@ -56,57 +38,46 @@ def _write_reports(runs: list[RunResult], args: argparse.Namespace) -> int:
     if full:
         raise exits.stdout_failed(full, ", ".join(str(p) for p in (args.junit, args.json)
                                                      if p))
-    return 0 if all(r.verdict().is_ok for r in runs) else 1
+    return EXIT_PASSED if all(r.verdict().is_ok for r in runs) else EXIT_FAILED
 
 
 def _runnable(args: argparse.Namespace) -> list[Target]:
-    """The requested targets this machine can build and boot; default
-    arches it cannot are skipped with one line each."""
-    # Every machine shards the same list: before what this one can run.
-    wanted = shard.select(targets(args.arch, args.variant, args.boot_variant), args.shard)
-    runnable, skipped = tools.split_available(wanted, explicit=bool(args.arch))
-    for why in skipped.values():
-        print(f"runner: skipping {why}", file=sys.stderr)
-    if not runnable:
-        raise UserError("no arch can run here: " + "; ".join(skipped.values()))
-    return runnable
+    return pipeline.runnable(args.arch, args.variant, args.boot_variant, args.shard)
+
+
+def _pipeline_options(args: argparse.Namespace, prefix: str = "") -> pipeline.Options:
+    """The run context of the options: the cache, then a new run directory
+    (named @prefix and its start time)."""
+    cache = Cache.open(args.cache_dir)
+    return pipeline.Options(cache=cache, results_dir=new_run_dir(args.results_dir, prefix),
+                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
+                            jobs=args.jobs, boot_timeout=args.boot_timeout,
+                            append=args.append)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     runnable = _runnable(args)  # a bad option leaves no run directory behind
     options.check_source(args.kernel_src, args.kernel_rev)
-    cache = Cache.open(args.cache_dir)
-    results_dir = new_run_dir(args.results_dir or "results")
-    opts = pipeline.Options(cache=cache, results_dir=results_dir,
-                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
-                            jobs=args.jobs, boot_timeout=args.boot_timeout,
-                            append=args.append)
-    runs = [pipeline.get(opts, t) for t in runnable]
-    args.junit = args.junit or results_dir / "junit.xml"
-    args.json = args.json or results_dir / "results.json"
+    opts = _pipeline_options(args)
+    runs = pipeline.run_all(opts, runnable)
+    args.junit = args.junit or opts.results_dir / "junit.xml"
+    args.json = args.json or opts.results_dir / "results.json"
     rc = _write_reports(runs, args)
-    print(f"results: {results_dir} (junit.xml, results.json, <target>/console.log)")
-    note = prune.size_note(cache)
+    print(f"results: {opts.results_dir} (junit.xml, results.json, <target>/console.log)")
+    note = prune.size_note(opts.cache)
     if note:
         PRINTER.info(note)
     return rc
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from runner import build
-
     runnable = _runnable(args)  # a bad option prepares no source
     options.check_source(args.kernel_src, args.kernel_rev)
     cache = Cache.open(args.cache_dir)
     src = source.prepare(cache, args.kernel_src, args.kernel_rev)
-    seen = set()
-    for t in runnable:
-        if t.build_name in seen:
-            continue
-        seen.add(t.build_name)
-        b = build.build(cache, src, t, args.jobs)
+    for t, b in pipeline.build_all(cache, src, runnable, args.jobs):
         print(f"{t.build_name}: {b.image} ({'rebuilt' if b.rebuilt else 'up to date'})")
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_contracts(args: argparse.Namespace) -> int:
@@ -115,11 +86,11 @@ def cmd_contracts(args: argparse.Namespace) -> int:
 
     if args.table:
         print(contracts.table(), end="")
-        return 0
+        return EXIT_PASSED
     src = source.prepare(Cache.open(args.cache_dir), args.kernel_src, args.kernel_rev)
     print(f"# {src.source_id} ({src.version})")
     print(contracts.text(contracts.read(src.tree, src.layout)), end="")
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_faults(args: argparse.Namespace) -> int:
@@ -128,21 +99,9 @@ def cmd_faults(args: argparse.Namespace) -> int:
 
     chosen = faults.load(only=[o for o in (args.only or "").split(",") if o])
     arch = args.arch.split(",")[0] if args.arch else "x86_64"
-    opts = pipeline.Options(cache=Cache.open(args.cache_dir),
-                            results_dir=new_run_dir(args.results_dir or "results", "faults-"),
-                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
-                            jobs=args.jobs, boot_timeout=args.boot_timeout, append=args.append)
-    started = time.monotonic()
-    outcomes = faults.run_all(opts, chosen, arch)
-    table = faults.table(outcomes)
-    (opts.results_dir / "faults.md").write_text(table)
-    print(table, end="")
-    alive = [o.fault.name for o in outcomes if o.fault and not o.killed]
-    dirty = [o.target.name for o in outcomes if not o.fault and o.killed]
-    print(f"faults: {len(outcomes) - len([o for o in outcomes if not o.fault])} faults, "
-          f"{len(alive)} not killed, untouched tree {'FAILS' if dirty else 'green'}, "
-          f"{time.monotonic() - started:.0f} s; results: {opts.results_dir}")
-    return 0 if not alive and not dirty else 1
+    text, ok = faults.check_all(_pipeline_options(args, "faults-"), chosen, arch)
+    print(text, end="")
+    return EXIT_PASSED if ok else EXIT_FAILED
 
 
 def _same_file(a: str | Path, b: str | Path) -> bool:
@@ -162,39 +121,14 @@ def _check_report_paths(args: argparse.Namespace) -> None:
         raise UserError(f"--junit and --json both name {args.json}; give them two files")
 
 
-def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
-               variant: str | None = None) -> RunResult:
-    """The run `runner parse` reports for a parsed console."""
-    banner = getattr(parsed, "banner", "")
-    # The kernel the console shows: two consoles of two kernels stay two runs.
-    info = RunInfo(arch=arch or "-", variant=variant or "-", console=console, kernel=banner,
-                   kernel_version=banner.split()[2] if banner else "")
-    if not parsed.found_ktap:
-        info.note = "no KTAP output found"
-    tests = parsed.tests
-    if parsed.crash and not any(leaf.result.status == Status.CRASHED
-                                for leaf in leaves(tests)):
-        # A panic or oops after the last test still fails the log.
-        tests.append(TestResult("console", Status.PASS, children=[TestResult(
-            "no_oops_or_panic", Status.FAIL, reason=parsed.crash[0].strip(),
-            diagnostics=parsed.crash)]))
-    return RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
-                     console_tail=parsed.tail[-pipeline.CONSOLE_TAIL:])
-
-
 def cmd_parse(args: argparse.Namespace) -> int:
     _check_report_paths(args)
-    if args.file == "-" and sys.stdin is None:
-        raise UserError("standard input is closed: give a console log file, or pipe one "
-                        "into `runner parse -`")
-    try:
-        parsed = (ktap.parse_stream(sys.stdin.buffer) if args.file == "-"
-                  else ktap.parse_file(args.file))
-    except FileNotFoundError:
-        raise UserError(f"{args.file}: no such file") from None
-    except IsADirectoryError:
-        raise UserError(f"{args.file}: is a directory; give a console log file") from None
-    return _write_reports([parsed_run(parsed, args.file, args.arch, args.variant)], args)
+    options.check_source(args.kernel_src, args.kernel_rev)
+    # The known issues' probes read the source the console's kernel was built from.
+    src = (source.prepare(Cache.open(args.cache_dir), args.kernel_src, args.kernel_rev)
+           if args.kernel_src else None)
+    return _write_reports([pipeline.parse_console(args.file, args.arch, args.variant, src)],
+                          args)
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
@@ -209,143 +143,61 @@ def cmd_matrix(args: argparse.Namespace) -> int:
                             "whole number from 1, e.g. --shards 3")
     m = matrix.plan(args.arch, args.variant, args.boot_variant, count)
     exits.out(matrix.FORMATS[args.format](m))
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.suffix not in (".xml", ".json"):
-        raise UserError(f"{out}: name the merged report OUT.xml (JUnit) or OUT.json (JSON), "
-                        "first, then the reports to merge")
-    paths = [Path(p) for p in args.inputs]
-    merge.check_out(out, paths, args.force,
-                    "name the merged report first, then the inputs (runner merge OUT IN...)")
-    with merge.opened(paths) as (kind, inputs):
-        if kind == "junit":
-            if out.suffix != ".xml":
-                raise UserError(f"{out}: JUnit inputs merge into JUnit: name it {out.stem}.xml")
-            doc = merge.merge_junit(inputs)
-            t = doc.totals()
-            merge.write_junit(doc, out)
-            exits.out(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
-                      f"{t.skipped} skipped, from {len(inputs)} reports", str(out))
-            return 0 if t.ok else 1
-        runs = merge.merge_runs(inputs)
+    merged = merge.merge_reports(out, [Path(p) for p in args.inputs], args.force)
+    if merged.totals is not None:  # JUnit: merged and written
+        t = merged.totals
+        exits.out(f"{out}: {t.tests} tests, {t.failures} failures, {t.errors} errors, "
+                  f"{t.skipped} skipped, from {merged.inputs} reports", str(out))
+        return EXIT_PASSED if t.ok else EXIT_FAILED
     args.junit, args.json = (out, None) if out.suffix == ".xml" else (None, out)
-    rc = _write_reports(runs, args)
-    exits.out(f"{out}: {len(runs)} runs, from {len(inputs)} reports", str(out))
+    rc = _write_reports(merged.runs, args)
+    exits.out(f"{out}: {len(merged.runs)} runs, from {merged.inputs} reports", str(out))
     return rc
-
-
-_NO_TESTS = ("bench-", "bisect-", "faults-")  # run directories of other commands
-
-
-def _latest_run(results_dir: Path) -> Path:
-    """The newest run directory of runner run or pytest (named by its start
-    time), which must have results: an older run is never exported in its
-    place."""
-    runs = [d for d in results_dir.glob("*") if d.is_dir() and not d.name.startswith(_NO_TESTS)]
-    if not runs:
-        raise UserError(f"no run with results in {results_dir}: give --json REPORT (or a run "
-                        "directory)")
-    newest = max(runs, key=lambda d: (d.name.removeprefix("pytest-")[:15], d.stat().st_mtime,
-                                      d.name))
-    if not ((newest / "results.json").is_file() or any(newest.glob("*/results.json"))):
-        raise UserError(f"the newest run, {newest}, has no results (killed, or still "
-                        "running): give --json with the run to export")
-    return newest
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     if not kcidb.valid_origin(args.origin):
         raise UserError(f"--origin {args.origin!r} is not a KCIDB origin: use lowercase "
                         "letters, digits and '_' only, e.g. allocprof_ktest")
-    sources = args.json or [_latest_run(Path(args.results_dir or "results"))]
-    paths = [f for s in sources for f in merge.results_files(Path(s))]
-    merge.check_out(args.kcidb, paths, args.force, "give --kcidb a new file")
-    with merge.opened(paths) as (kind, inputs):
-        if kind != "json":
-            raise UserError(f"{paths[0]} is JUnit: export reads the JSON reports "
-                            "(runner run --json, or a run directory)")
-        runs = merge.merge_runs(inputs)
-    data = kcidb.export(runs, args.origin)
-    kcidb.write(data, args.kcidb)
+    sources = [Path(s) for s in args.json or [merge.latest_run(Path(args.results_dir))]]
+    data, runs = kcidb.export_reports(sources, args.kcidb, args.origin, args.force)
     exits.out(f"{args.kcidb}: KCIDB {data['version']['major']}.{data['version']['minor']}: "
               f"{len(data['checkouts'])} checkouts, {len(data['builds'])} builds, "
-              f"{len(data['tests'])} tests, from {len(runs)} runs"
+              f"{len(data['tests'])} tests, from {runs} runs"
               + ("" if args.json else f" of {sources[0]}"), str(args.kcidb))
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_bisect(args: argparse.Namespace) -> int:
     from runner import bisect
 
-    if not args.kernel_src:
-        raise UserError("bisect needs --kernel-src (a git tree)")
-    repo = Path(args.kernel_src).expanduser().resolve()
-    if not (repo / ".git").exists():
-        raise UserError(f"--kernel-src {repo} is not a git tree")
-    first = args.base if args.series else args.good
-    top = subprocess.run(["git", "-C", str(repo), "ls-tree", "--name-only", first or "HEAD",
-                          "Makefile", "Kconfig"], capture_output=True, text=True, check=False)
-    if top.returncode == 0 and len(top.stdout.split()) < 2:  # (an unknown one is told below)
-        raise UserError(f"--kernel-src {repo} is not a kernel tree at {first or 'HEAD'} (no "
-                        "Makefile and Kconfig at its top): give a Linux git tree")
-    cache = Cache.open(args.cache_dir)
-    if args.series:
-        if not args.base:
-            raise UserError("--series needs --base REV (the commit the series applies to)")
-        repo = bisect.apply_series(cache, repo, args.base, Path(args.series))
-        good, bad = args.base, "series"
-    else:
-        if not (args.good and args.bad):
-            raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
-        good, bad = args.good, args.bad
+    repo = options.check_bisect_source(args.kernel_src, args.base if args.series else args.good)
+    if args.series and not args.base:
+        raise UserError("--series needs --base REV (the commit the series applies to)")
+    if not args.series and not (args.good and args.bad):
+        raise UserError("bisect needs --good REV and --bad REV (or --series and --base)")
     # One kernel per step: the host's arch unless another is named.
     tlist = targets(args.arch or host_arch(), args.variant, args.boot_variant)
     if len(tlist) != 1:
         raise UserError("bisect runs one arch and one variant at a time")
-    results_dir = new_run_dir(args.results_dir or "results", "bisect-")
-    opts = pipeline.Options(cache=cache, results_dir=results_dir, jobs=args.jobs,
-                            boot_timeout=args.boot_timeout, append=args.append)
-    patterns = list(args.tests) + ([args.k] if args.k else [])
-    b = bisect.Bisector(opts, tlist[0], patterns, repo)
+    opts = _pipeline_options(args, "bisect-")
+    if args.series:
+        repo = bisect.apply_series(opts.cache, repo, args.base, Path(args.series))
+    good, bad = (args.base, "series") if args.series else (args.good, args.bad)
+    b = bisect.Bisector(opts, tlist[0], list(args.tests) + ([args.k] if args.k else []), repo)
     try:
         result = b.run(good, bad)
     except KeyboardInterrupt as e:
-        print("runner: bisect interrupted; the user's tree was never touched and "
-              f"the bisect clone {b.clone()} was reset", file=sys.stderr)
-        subprocess.run(["git", "-C", str(b.clone()), "bisect", "reset"],
-                       capture_output=True, check=False)
-        return EXIT_TERMINATED if isinstance(e, exits.Terminated) else EXIT_INTERRUPTED
+        return exits.interrupted(e, "the user's tree was never touched and the bisect clone "
+                                 f"{b.clone()} was reset")
     result["series"] = bool(args.series)
     bisect.write_outputs(result, args.json)
-    return 0
-
-
-def cmd_cache(args: argparse.Namespace) -> int:
-    """What the cache holds; with prune, the least recently used of it
-    deleted (never what a run is using)."""
-    cache = Cache.find(args.cache_dir)
-    if args.action != "prune":
-        for line in prune.listing(cache, Path(args.results_dir or "results")):
-            exits.out(line)
-        return 0
-    older = prune.parse_duration(args.older_than) if args.older_than is not None else None
-    most = prune.parse_size(args.max_size) if args.max_size is not None else None
-    if older is None and most is None:
-        raise UserError("say what to prune: --older-than DURATION (e.g. 14d), --max-size SIZE "
-                        "(e.g. 20G), or both")
-    if not cache.locks.is_dir():
-        if not any(cache.entries()):
-            exits.out(f"nothing to prune: {cache.root} holds no tree, build or guest root")
-            return 0
-        raise UserError(f"{cache.root} is no allocprof-ktest cache (it has no "
-                        f"{cache.locks.name}/): nothing was deleted; give --cache-dir the cache")
-    result = prune.prune(cache, older, most, dry_run=args.dry_run)
-    for line in prune.report(result, args.dry_run):
-        exits.out(line)
-    return 0
+    return EXIT_PASSED
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -369,18 +221,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("bench runs one arch at a time")
     tools.split_available(wanted, explicit=True)
     options.check_source(args.kernel_src, args.kernel_rev)
-    results_dir = new_run_dir(args.results_dir or "results", "bench-")
-    opts = pipeline.Options(cache=Cache.open(args.cache_dir), results_dir=results_dir,
-                            kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
-                            jobs=args.jobs, boot_timeout=args.boot_timeout,
-                            append=args.append)
+    opts = _pipeline_options(args, "bench-")
     result = bench.run(opts, arch, args.iterations, args.repeat)
     print(bench.table(result))
-    bench.write_json(result, args.json or results_dir / "bench.json")
+    bench.write_json(result, args.json or opts.results_dir / "bench.json")
     if args.plot:
         bench.plot(result, args.plot)
-    print(f"results: {results_dir}")
-    return 0
+    print(f"results: {opts.results_dir}")
+    return EXIT_PASSED
 
 
 class _Parser(argparse.ArgumentParser):
@@ -391,119 +239,57 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"runner: error: {text} (see {self.prog} --help)\n")
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    """What the cache holds; with prune, the least recently used of it
+    deleted (never what a run is using)."""
+    cache = Cache.find(args.cache_dir)
+    if args.action != "prune":
+        for line in prune.listing(cache, Path(args.results_dir)):
+            exits.out(line)
+        return EXIT_PASSED
+    for line in prune.asked(cache, args.older_than, args.max_size, args.dry_run):
+        exits.out(line)
+    return EXIT_PASSED
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The commands, each with its groups of the options table (runner/options.py)."""
     p = _Parser(
         prog="runner",
         description="Build, boot and test Linux memory allocation profiling.")
     sub = p.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="build, boot and report the kernel suites")
-    _add_kernel_options(run, sharded=True)
-    _add_report_options(run)
-    run.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    run.set_defaults(func=cmd_run)
-
-    b = sub.add_parser("build", help="only build the test kernels")
-    _add_kernel_options(b, sharded=True)
-    b.set_defaults(func=cmd_build)
-
-    bis = sub.add_parser("bisect", help="find the commit or patch that broke tests")
-    _add_kernel_options(bis)
-    bis.add_argument("--good", help="a revision where the selected tests pass")
-    bis.add_argument("--bad", help="a revision where they fail")
-    bis.add_argument("--series", help="a patch series (mbox or directory of patches)")
-    bis.add_argument("--base", help="the revision the series applies to")
-    bis.add_argument("-k", help="select tests whose id contains this")
-    bis.add_argument("tests", nargs="*", help="test ids (or parts of them) to select")
-    bis.add_argument("--json", type=Path, help="write the result as JSON here")
-    bis.add_argument("--results-dir", help="where steps are kept (default: ./results)")
-    bis.set_defaults(func=cmd_bisect)
-
-    co = sub.add_parser("contracts", help="what a kernel tree promises, read from its code "
-                        "(runner/contracts.py)")
-    _add_source_options(co)
-    co.add_argument("--table", action="store_true",
-                    help="print the records as the README's table instead")
-    co.set_defaults(func=cmd_contracts)
-
-    fa = sub.add_parser("faults", help="apply each kernel fault of tests/faults/ and show "
-                        "which items kill it")
-    _add_kernel_options(fa)
-    fa.add_argument("--only", help="comma-separated fault names or number prefixes (01,07)")
-    fa.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    fa.set_defaults(func=cmd_faults)
-
-    be = sub.add_parser("bench", help="allocation overhead per configuration, "
-                                      "as in the series' cover letter")
-    _add_source_options(be)
-    be.add_argument("--arch", help="one arch (default: the host's)")
-    be.add_argument("--iterations", type=int, default=100000,
-                    help="allocation/free pairs per loop (default: %(default)s)")
-    be.add_argument("--repeat", type=int, default=3,
-                    help="boots per configuration, interleaved (default: %(default)s)")
-    be.add_argument("--json", type=Path, metavar="PATH", help="write the figures here")
-    be.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG plot here")
-    be.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    be.set_defaults(func=cmd_bench)
-
-    ca = sub.add_parser("cache", help="what the cache holds (size, last use); prune: delete "
-                        "the least recently used of it")
-    cache_dir = [o for o in options.SOURCE if o.dest == "cache_dir"]
-    options.add_to(ca.add_argument, tuple(cache_dir))
-    ca.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    ca.set_defaults(func=cmd_cache)
-    ca_sub = ca.add_subparsers(dest="action", metavar="{prune}")
-    pr = ca_sub.add_parser("prune", help="delete the least recently used trees, builds, guest "
-                           "roots and ccache files; never what a run is using")
-    # Also after "prune"; unless given there, what came before it stands.
-    pr.add_argument("--cache-dir", default=argparse.SUPPRESS, help=cache_dir[0].help)
-    pr.add_argument("--older-than", metavar="DURATION",
-                    help="delete what was last used longer ago than this (e.g. 12h, 7d, 2w)")
-    pr.add_argument("--max-size", metavar="SIZE",
-                    help="then delete the least recently used until the cache is at most "
-                         "this big (e.g. 500M, 20G)")
-    pr.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
-
-    parse = sub.add_parser("parse", help="turn a saved console log into reports")
-    parse.add_argument("file", help="console log (plain, .gz or .xz; a file, FIFO or "
-                                    "<(command)), or - for standard input")
-    parse.add_argument("--arch", help="arch to record in the reports")
-    parse.add_argument("--variant", help="variant to record in the reports")
-    _add_report_options(parse)
-    parse.set_defaults(func=cmd_parse)
-
-    mx = sub.add_parser("matrix", help="the shards of a run as a CI job matrix")
-    options.add_to(mx.add_argument, options.KERNEL)
-    mx.add_argument("--format", choices=sorted(matrix.FORMATS), required=True,
-                    help="github: JSON for strategy.matrix; gitlab: a child pipeline")
-    mx.add_argument("--shards", metavar="N",
-                    help="number of shards (default: one per kernel build)")
-    mx.set_defaults(func=cmd_matrix)
-
-    mg = sub.add_parser("merge", help="the reports of a run's shards as one report")
-    mg.add_argument("out", metavar="OUT", help="merged report: OUT.xml (JUnit) or OUT.json")
-    mg.add_argument("inputs", nargs="+", metavar="IN",
-                    help="the shards' reports: all JUnit XML (ours or pytest's), or all "
-                         "JSON (ours; an OUT.xml is then written as runner run does)")
-    mg.add_argument("-q", "--quiet", action="store_true", default=True,
-                    help=argparse.SUPPRESS)
-    mg.add_argument("--force", action="store_true",
-                    help="replace OUT if it exists (by default an existing OUT is refused: "
-                         "a forgotten OUT would take the first report's place)")
-    mg.set_defaults(func=cmd_merge)
-
-    ex = sub.add_parser("export", help="write a run in another system's schema")
-    ex.add_argument("--kcidb", type=Path, metavar="OUT", required=True,
-                    help="write KernelCI's KCIDB JSON (schema v5.3) here")
-    ex.add_argument("--json", action="append", metavar="IN",
-                    help="a JSON report or a run directory (repeatable; default: the "
-                         "newest run in --results-dir)")
-    ex.add_argument("--origin", default=kcidb.ORIGIN,
-                    help="KCIDB origin, the prefix of every id (default: %(default)s)")
-    ex.add_argument("--results-dir", help="where runs are kept (default: ./results)")
-    ex.add_argument("--force", action="store_true", help="replace the --kcidb file if it exists")
-    ex.set_defaults(func=cmd_export)
+    o = options
+    commands = (
+        ("run", "build, boot and report the kernel suites", cmd_run,
+         (o.KERNEL, o.SHARD, o.SOURCE, o.REPORTS, o.RESULTS)),
+        ("build", "only build the test kernels", cmd_build, (o.KERNEL, o.SHARD, o.SOURCE)),
+        ("bisect", "find the commit or patch that broke tests", cmd_bisect,
+         (o.KERNEL, o.SOURCE, o.BISECT, o.RESULTS)),
+        ("contracts", "what a kernel tree promises, read from its code "
+         "(runner/contracts.py)", cmd_contracts, (o.SOURCE, o.CONTRACTS)),
+        ("faults", "apply each kernel fault of tests/faults/ and show which items kill it",
+         cmd_faults, (o.KERNEL, o.SOURCE, o.FAULTS, o.RESULTS)),
+        ("bench", "allocation overhead per configuration, as in the series' cover letter",
+         cmd_bench, (o.SOURCE, o.BENCH, o.RESULTS)),
+        ("parse", "turn a saved console log into reports", cmd_parse,
+         (o.PARSE, o.TREE, o.REPORTS)),
+        ("matrix", "the shards of a run as a CI job matrix", cmd_matrix, (o.KERNEL, o.MATRIX)),
+        ("merge", "the reports of a run's shards as one report", cmd_merge, (o.MERGE,)),
+        ("export", "write a run in another system's schema", cmd_export,
+         (o.EXPORT, o.RESULTS)),
+        ("cache", "what the cache holds (size, last use); prune: delete the least recently "
+         "used of it", cmd_cache, (o.CACHE, o.RESULTS)),
+    )
+    for name, help_text, func, groups in commands:
+        cmd = sub.add_parser(name, help=help_text)
+        options.add_to_cli(cmd, *groups)
+        cmd.set_defaults(func=func)
     return p
+
+
+# Commands an interrupted run of which the next one resumes (the cache keeps
+# what was built and booted).
+_RESUMABLE = ("run", "build", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -526,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         # e.g. ENOSPC or EACCES on the cache, results directory or a report.
         return exits.os_error(e)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (exits.Terminated)
-        return exits.interrupted(e, resumable=args.command in ("run", "build", "bench"))
+        return exits.interrupted(e, exits.RESUMABLE if args.command in _RESUMABLE
+                                 else exits.NOTHING_HALF_WRITTEN)
     except Exception as e:
         return exits.internal_error(e)

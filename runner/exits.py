@@ -13,8 +13,8 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from runner.errors import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_INTERNAL, EXIT_INTERRUPTED, \
-    EXIT_TERMINATED, UserError
+from runner.errors import EXIT_BROKEN_PIPE, EXIT_ERROR, EXIT_FAILED, EXIT_INTERNAL, \
+    EXIT_INTERRUPTED, EXIT_PASSED, EXIT_TERMINATED, UserError
 
 
 class Terminated(KeyboardInterrupt):
@@ -51,11 +51,14 @@ def signals() -> Iterator[None]:
             signal.signal(signal.SIGTERM, old)
 
 
-def interrupted(e: KeyboardInterrupt, resumable: bool) -> int:
-    """Ctrl-C or SIGTERM: what was kept, and 130 or 143."""
+# What an interrupted command leaves (the line exits.interrupted() says).
+RESUMABLE = "the next run picks up where this one stopped"
+NOTHING_HALF_WRITTEN = "no report was left half-written"
+
+
+def interrupted(e: KeyboardInterrupt, kept: str = NOTHING_HALF_WRITTEN) -> int:
+    """Ctrl-C or SIGTERM: what was @kept, and 130 or 143."""
     what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-    kept = ("the next run picks up where this one stopped" if resumable
-            else "no report was left half-written")
     _say(f"{what}; {kept}")
     return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
 
@@ -136,7 +139,7 @@ def out(text: str, written: str = "") -> None:
 def verdict(rc: int) -> int:
     """A command's exit code: 141 once standard output was closed (the
     reports were written all the same)."""
-    return EXIT_BROKEN_PIPE if _stdout_closed and rc in (0, 1) else rc
+    return EXIT_BROKEN_PIPE if _stdout_closed and rc in (EXIT_PASSED, EXIT_FAILED) else rc
 
 
 def broken_pipe() -> int:

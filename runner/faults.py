@@ -238,5 +238,21 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows) + "\n"
 
 
+def check_all(opts: pipeline.Options, faults: list[Fault], arch: str) -> tuple[str, bool]:
+    """`runner faults`: the table (also kept as faults.md in the run
+    directory) and a summary line; and whether every fault was killed with
+    the untouched tree green."""
+    started = time.monotonic()
+    outcomes = run_all(opts, faults, arch)
+    text = table(outcomes)
+    (opts.results_dir / "faults.md").write_text(text)
+    alive = [o.fault.name for o in outcomes if o.fault and not o.killed]
+    dirty = [o.target.name for o in outcomes if not o.fault and o.killed]
+    text += (f"faults: {len([o for o in outcomes if o.fault])} faults, "
+             f"{len(alive)} not killed, untouched tree {'FAILS' if dirty else 'green'}, "
+             f"{time.monotonic() - started:.0f} s; results: {opts.results_dir}\n")
+    return text, not alive and not dirty
+
+
 def _short(test_id: str) -> str:
     return re.sub(r"^[^/]+/[^/]+/", "", test_id)

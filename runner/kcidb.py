@@ -23,6 +23,7 @@ from pathlib import Path
 
 from runner.atomic import open_for_write
 from runner.errors import UserError
+from runner import merge
 from runner.merge import source_of
 from runner.results import RunResult, Status
 from runner.targets import ARCHES, BOOT_VARIANTS
@@ -182,3 +183,20 @@ def write(data: dict, path: Path) -> None:
     validate(data)
     with open_for_write(path) as f:
         json.dump(data, f, indent=1, allow_nan=False)
+
+
+def export_reports(sources: list[Path], out: Path, origin: str,
+                   force: bool) -> tuple[dict, int]:
+    """`runner export --kcidb`: the JSON reports (or run directories) of
+    @sources exported into @out; returns what was written and the number
+    of runs."""
+    paths = [f for s in sources for f in merge.results_files(s)]
+    merge.check_out(out, paths, force, "give --kcidb a new file")
+    with merge.opened(paths) as (kind, inputs):
+        if kind != "json":
+            raise UserError(f"{paths[0]} is JUnit: export reads the JSON reports "
+                            "(runner run --json, or a run directory)")
+        runs = merge.merge_runs(inputs)
+    data = export(runs, origin)
+    write(data, out)
+    return data, len(runs)

@@ -4,10 +4,10 @@ merge_config.sh on top of allnoconfig, then checked option by option."""
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import proc
 from runner.errors import UserError
 from runner.paths import project_root
 from runner.targets import Target
@@ -112,13 +112,10 @@ def configure(target: Target, tree: Path, build_dir: Path, make_env: dict[str, s
         (written / f.name).write_text(f.text)
     cmd = [str(tree / "scripts/kconfig/merge_config.sh"), "-n", "-O", str(build_dir)]
     cmd += [str(written / f.name) for f in frags]
-    with open(log, "a") as out:
-        out.write(f"$ {' '.join(cmd)}\n")
-        out.flush()
-        p = subprocess.run(cmd, cwd=tree, env=make_env, stdout=out,
-                           stderr=subprocess.STDOUT, check=False)
-    if p.returncode != 0 or not dotconfig.exists():
-        raise UserError(f"kernel configuration failed for {target.build_name}; see {log}")
+    what = f"kernel configuration for {target.build_name}"
+    proc.run(cmd, cwd=tree, env=make_env, log=log, what=what, fix=f"see {log}")
+    if not dotconfig.exists():
+        raise proc.failure(what, f"no {dotconfig} was written", f"see {log}")
     check(target, tree, build_dir, log)
     stamp.write_text(signature)
     return True

@@ -6,7 +6,8 @@ first release known to have the fix, and a probe of the kernel source
 for the buggy code itself.  A failure is excused only if every one of its
 diagnostic lines fullmatches the entry's line pattern: any other line, or
 a failure with no diagnostics, stays a failure.  A failure read without
-its source (runner parse) is never excused by a probe it could not make.
+its source (runner parse without --kernel-src) is never excused by a
+probe it could not make.
 """
 
 from __future__ import annotations

@@ -508,6 +508,52 @@ def opened(paths: list[Path]) -> Iterator[tuple[str, list[tuple[Path, BinaryIO]]
         yield next(iter(kinds.values())), inputs
 
 
+@dataclass
+class Merged:
+    """What `runner merge` made of its inputs: JUnit ones merged and written
+    (@totals), or JSON ones as runs (@runs), for the caller's reports."""
+
+    inputs: int
+    totals: JunitTotals | None = None
+    runs: list[RunResult] = field(default_factory=list)
+
+
+def merge_reports(out: Path, paths: list[Path], force: bool) -> Merged:
+    if out.suffix not in (".xml", ".json"):
+        raise UserError(f"{out}: name the merged report OUT.xml (JUnit) or OUT.json (JSON), "
+                        "first, then the reports to merge")
+    check_out(out, paths, force,
+              "name the merged report first, then the inputs (runner merge OUT IN...)")
+    with opened(paths) as (kind, inputs):
+        if kind == "junit":
+            if out.suffix != ".xml":
+                raise UserError(f"{out}: JUnit inputs merge into JUnit: name it {out.stem}.xml")
+            doc = merge_junit(inputs)
+            totals = doc.totals()
+            write_junit(doc, out)
+            return Merged(len(inputs), totals=totals)
+        return Merged(len(inputs), runs=merge_runs(inputs))
+
+
+_NO_TESTS = ("bench-", "bisect-", "faults-")  # run directories of other commands
+
+
+def latest_run(results_dir: Path) -> Path:
+    """The newest run directory of runner run or pytest (named by its start
+    time), which must have results: an older run is never taken in its
+    place."""
+    runs = [d for d in results_dir.glob("*") if d.is_dir() and not d.name.startswith(_NO_TESTS)]
+    if not runs:
+        raise UserError(f"no run with results in {results_dir}: give --json REPORT (or a run "
+                        "directory)")
+    newest = max(runs, key=lambda d: (d.name.removeprefix("pytest-")[:15], d.stat().st_mtime,
+                                      d.name))
+    if not ((newest / "results.json").is_file() or any(newest.glob("*/results.json"))):
+        raise UserError(f"the newest run, {newest}, has no results (killed, or still "
+                        "running): give --json with the run to export")
+    return newest
+
+
 def results_files(path: Path) -> list[Path]:
     """A report file as it is; a run directory as its results.json (runner
     run), else each target's <target>/results.json (pytest)."""

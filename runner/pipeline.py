@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner import (boot, build, console_checks, contracts, guest, kinds, known_issues, ktap,
-                    rootfs, skips, source, timings)
+                    rootfs, shard, skips, source, timings, tools)
 from runner.cache import Cache
 from runner.errors import InfraError, UserError
 from runner.guest import Outputs
@@ -23,7 +25,7 @@ from runner.selection import KUNIT_SHUTDOWN, Selection
 from runner.options import TCG_TIMEOUT
 from runner.printer import PRINTER
 from runner.results import RunInfo, RunResult, Status, TestResult
-from runner.targets import Target
+from runner.targets import Target, targets
 
 _PLAN_SKIP = re.compile(r"^1\.\.0 # SKIP(.*)$", re.M)
 CONSOLE_TAIL = 40
@@ -158,6 +160,15 @@ def selftest_results(outputs: Outputs, upstream: list[Suite] | None = None) -> l
     return out
 
 
+def _why_unreported(parsed: ktap.ParseOutput, info: RunInfo, completed: bool) -> str:
+    """Why a declared test that never reported did not."""
+    if parsed.crash:
+        return f"kernel crashed: {parsed.crash[0].strip()}"
+    if not completed:
+        return info.note or "the guest did not finish"
+    return "no result in the console"
+
+
 def results_from_console(console: Path, info: RunInfo, completed: bool,
                          outputs: Outputs | None = None, feature: bool = True,
                          upstream: list[Suite] | None = None,
@@ -165,20 +176,25 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
     """@tree: the kernel source, for the known issues' probes; @only: what
     the run was asked for."""
     parsed = ktap.parse_file(str(console))
-    tests = parsed.tests
     if outputs is not None:
-        tests += selftest_results(outputs, upstream)
-    if parsed.crash:
-        why = f"kernel crashed: {parsed.crash[0].strip()}"
-    elif not completed:
-        why = info.note or "the guest did not finish"
-    else:
-        why = "no result in the console"
-    add_missing_expected(tests, why, feature, upstream, only)
+        parsed.tests += selftest_results(outputs, upstream)
+    add_missing_expected(parsed.tests, _why_unreported(parsed, info, completed), feature,
+                         upstream, only)
+    return results_from_parsed(parsed, info, completed, console, tree)
+
+
+def results_from_parsed(parsed: ktap.ParseOutput, info: RunInfo, completed: bool,
+                        console: Path | None = None, tree: Path | None = None) -> RunResult:
+    """The run of a parsed console: the console's checks when its guest
+    finished (read again from @console, if it can be), a guest that did
+    not as the console suite's crash, and the known issues of @tree."""
+    tests = parsed.tests
     if parsed.found_ktap and completed:
-        tests.append(console_checks.run(console))
+        if console is not None:
+            tests.append(console_checks.run(console))
     elif parsed.found_ktap:
         # Whatever reported before, a guest that hung or died is no pass.
+        why = _why_unreported(parsed, info, completed)
         tests.append(TestResult(console_checks.SUITE, Status.CRASHED, reason=why, children=[
             TestResult(GUEST_FINISHED, Status.CRASHED, reason=why)]))
     result = RunResult(info=info, tests=tests, found_output=parsed.found_ktap,
@@ -187,6 +203,39 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
         info.note = (info.note + "; " if info.note else "") + "no KTAP output found"
     known_issues.apply(result, tree=tree)
     return result
+
+
+def parsed_run(parsed: ktap.ParseOutput, console: str, arch: str | None = None,
+               variant: str | None = None,
+               src: source.PreparedSource | None = None) -> RunResult:
+    """The run `runner parse` reports for a console read on its own: as a
+    run's, but the guest counts as finished unless its kernel crashed, and
+    the console is read once (no console checks). @src: the kernel source
+    it was built from, if known, for the known issues' probes."""
+    banner = parsed.banner
+    # The kernel the console shows: two consoles of two kernels stay two runs.
+    version = banner.split()[2] if banner else (src.version if src else "")
+    info = RunInfo(arch=arch or "-", variant=variant or "-", console=console, kernel=banner,
+                   kernel_version=version, source_id=src.source_id if src else "")
+    if parsed.crash:
+        info.note = _why_unreported(parsed, info, completed=False)
+    return results_from_parsed(parsed, info, not parsed.crash, tree=src.tree if src else None)
+
+
+def parse_console(path: str, arch: str | None = None, variant: str | None = None,
+                  src: source.PreparedSource | None = None) -> RunResult:
+    """`runner parse`: the run of the console at @path ("-": standard
+    input), plain, gzip or xz."""
+    if path == "-" and sys.stdin is None:
+        raise UserError("standard input is closed: give a console log file, or pipe one "
+                        "into `runner parse -`")
+    try:
+        parsed = ktap.parse_stream(sys.stdin.buffer) if path == "-" else ktap.parse_file(path)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory; give a console log file") from None
+    return parsed_run(parsed, path, arch, variant, src)
 
 
 def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
@@ -263,6 +312,36 @@ def _guest(opts: Options, src: source.PreparedSource, target: Target,
         # The selftests read the configuration from the kernel (/proc/config.gz).
         return guest.stage(indir, selftests, module,
                            keep=opts.only.wants_program if opts.only else None, root=root)
+
+
+def runnable(arches: str | None, variants: str | None, boot_variants: str | None,
+             shard_spec: str | None = None) -> list[Target]:
+    """The requested targets (of shard @shard_spec) this machine can build
+    and boot; default arches it cannot are skipped with one line each."""
+    # Every machine shards the same list: before what this one can run.
+    wanted = shard.select(targets(arches, variants, boot_variants), shard_spec)
+    can, skipped = tools.split_available(wanted, explicit=bool(arches))
+    for why in skipped.values():
+        PRINTER.info(f"skipping {why}")
+    if not can:
+        raise UserError("no arch can run here: " + "; ".join(skipped.values()))
+    return can
+
+
+def build_all(cache: Cache, src: source.PreparedSource, tlist: list[Target],
+              jobs: int | None = None) -> Iterator[tuple[Target, build.Built]]:
+    """`runner build`: each kernel of @tlist built once (its boot variants
+    share it), told as each is done."""
+    seen = set()
+    for t in tlist:
+        if t.build_name not in seen:
+            seen.add(t.build_name)
+            yield t, build.build(cache, src, t, jobs)
+
+
+def run_all(opts: Options, tlist: list[Target]) -> list[RunResult]:
+    """`runner run`: the results of every target of @tlist."""
+    return [get(opts, t) for t in tlist]
 
 
 def get(opts: Options, target: Target) -> RunResult:

@@ -32,9 +32,7 @@ RUN_DIR_KEY = "allocprof_run_dir"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("allocprof", "allocprof-ktest kernel targets")
-    options.add_to(g.addoption, options.KERNEL + options.SHARD + options.SOURCE)
-    g.addoption("--results-dir", default=str(ROOT / "results"),
-                help="where runs keep consoles and results")
+    options.add_to_pytest(g.addoption, options.PYTEST)
 
 
 def _kernel_scope(builds: dict[str, str], nodeid: str) -> str:

@@ -5,6 +5,7 @@ model)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -15,9 +16,16 @@ def duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+# Set (to anything but "" or 0) for the debug lines: every host command
+# the runner starts, and its time (runner/proc.py).
+VERBOSE_ENV = "ALLOCPROF_VERBOSE"
+
+
 class Printer:
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, verbose: bool | None = None) -> None:
         self._stream = stream
+        self.verbose = (os.environ.get(VERBOSE_ENV, "") not in ("", "0") if verbose is None
+                        else verbose)
 
     @property
     def stream(self) -> TextIO:
@@ -25,6 +33,11 @@ class Printer:
 
     def info(self, text: str) -> None:
         self._write(f"runner: {text}")
+
+    def debug(self, text: str) -> None:
+        """A line for who debugs the runner (self.verbose), no one else."""
+        if self.verbose:
+            self._write(f"runner: {text}")
 
     def progress(self, what: str, done: int, expected: int | None, started: float) -> None:
         """One line of a long step: @done of @expected units so far."""

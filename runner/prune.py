@@ -403,3 +403,20 @@ def report(result: Pruned, dry_run: bool = False) -> list[str]:
     lines.append(f"the cache {'would be' if dry_run else 'is'} {format_size(result.after)} "
                  f"(was {format_size(result.before)}, {format_size(freed)} freed)")
     return lines
+
+
+def asked(cache: Cache, older_than: str | None, max_size: str | None,
+          dry_run: bool = False) -> list[str]:
+    """`runner cache prune`: its options read, the cache checked, then
+    pruned; the lines to print."""
+    older = parse_duration(older_than) if older_than is not None else None
+    most = parse_size(max_size) if max_size is not None else None
+    if older is None and most is None:
+        raise UserError("say what to prune: --older-than DURATION (e.g. 14d), --max-size SIZE "
+                        "(e.g. 20G), or both")
+    if not cache.locks.is_dir():
+        if not any(cache.entries()):
+            return [f"nothing to prune: {cache.root} holds no tree, build or guest root"]
+        raise UserError(f"{cache.root} is no allocprof-ktest cache (it has no "
+                        f"{cache.locks.name}/): nothing was deleted; give --cache-dir the cache")
+    return report(prune(cache, older, most, dry_run=dry_run), dry_run)

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from runner import source_packages, tools
+from runner import proc, source_packages, tools
 from runner.cache import Cache
 from runner.errors import UserError
 from runner.printer import PRINTER
@@ -35,17 +34,8 @@ _DIRS = ("dev", "proc", "sys", "run", "tmp", "root", "etc", "var/log", "var/tmp"
          "lib/modules", "usr/sbin", "sbin")
 
 
-def _run(cmd: list[str], cwd: Path | None = None) -> str:
-    p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    if p.returncode != 0:
-        raise UserError(f"{' '.join(cmd[:3])} failed: "
-                        f"{(p.stderr or p.stdout).strip().splitlines()[-1:]}")
-    return p.stdout
-
-
 def foreign_architectures() -> list[str]:
-    out = subprocess.run(["dpkg", "--print-foreign-architectures"],
-                         capture_output=True, text=True, check=False).stdout
+    out = proc.run(["dpkg", "--print-foreign-architectures"], check=False).stdout
     return out.split()
 
 
@@ -95,8 +85,8 @@ def _versions(arch: Arch, cache: Cache | None = None) -> list[str]:
 
 def _apt_versions(arch: Arch) -> list[str]:
     names = [f"{p}:{arch.deb_arch}" for p in PACKAGES]
-    out = subprocess.run(["apt-cache", "policy", *names], capture_output=True,
-                         text=True, check=False).stdout
+    out = proc.run(["apt-cache", "policy", *names], check=False,
+                   missing="install it (apt-get install apt)").stdout
     versions, current = [], None
     for line in out.splitlines():
         if not line.startswith(" "):
@@ -114,16 +104,18 @@ def _apt_versions(arch: Arch) -> list[str]:
 def _busybox_applets() -> list[str]:
     """Applet paths ("bin/ls", "usr/bin/awk") of the host's busybox-static,
     the same Debian build as the guest's."""
-    out = _run(["busybox", "--list-full"])
+    out = proc.run(["busybox", "--list-full"],
+                   fix="install Debian's busybox-static (apt-get install busybox-static)").stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def _unpack(arch: Arch, versions: list[str], root: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="allocprof-debs-") as tmp:
         # apt-get download works without root and leaves the system alone.
-        _run(["apt-get", "download", "-q", *versions], cwd=Path(tmp))
+        proc.run(["apt-get", "download", "-q", *versions], cwd=tmp,
+                 fix="run apt-get update (or .ci/install)")
         for deb in sorted(Path(tmp).glob("*.deb")):
-            _run(["dpkg-deb", "-x", str(deb), str(root)])
+            proc.run(["dpkg-deb", "-x", deb, root], fix=f"check the free space in {root}")
     _finish(root)
 
 

@@ -15,11 +15,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner import apt, layout, overlay
+from runner import apt, layout, overlay, proc
 from runner.cache import Cache
 from runner.errors import UserError
 from runner.layout import TreeLayout
@@ -51,17 +50,6 @@ class PreparedSource:
     @property
     def version(self) -> str:  # e.g. 6.12.57
         return self.layout.version
-
-
-def _run(cmd: list[str], cwd: Path | None = None) -> str:
-    try:
-        p = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    except FileNotFoundError as e:
-        raise UserError(f"{cmd[0]} not found: install it (apt-get install {cmd[0]})") from e
-    if p.returncode != 0:
-        msg = (p.stderr or p.stdout).strip().splitlines()
-        raise UserError(f"{' '.join(cmd[:3])} failed: {msg[-1] if msg else p.returncode}")
-    return p.stdout.strip()
 
 
 def _stamp_text(state: str) -> str:
@@ -125,7 +113,8 @@ def prepare_debian(cache: Cache, tarball: Path = DEBIAN_TARBALL) -> PreparedSour
             shutil.rmtree(dest, ignore_errors=True)
             tmp.mkdir(parents=True)
             _check_space(tmp, 2_500_000_000, "extracting the kernel source")
-            _run(["tar", "-xf", str(tarball), "-C", str(tmp)])
+            proc.run(["tar", "-xf", tarball, "-C", tmp],
+                     fix=f"check {tarball} (reinstall {DEBIAN_PACKAGE}, or fetch it again)")
             (tmp / ".complete").write_text(sha)
             tmp.rename(dest)
         tl = _prepare_once(tree, sha, str(tarball))
@@ -195,7 +184,8 @@ def fetch_package(cache: Cache, package: str) -> Path:
         debs = sorted(dl.glob(f"{package}_*.deb"))
         if not debs:
             raise UserError(f"apt-get download {package} left no .deb in {dl}")
-        _run(["dpkg-deb", "-x", str(debs[-1]), str(dl / "x")])
+        proc.run(["dpkg-deb", "-x", debs[-1], dl / "x"],
+                 fix=f"delete {debs[-1]} and run again to fetch it again")
         found = dl / "x" / "usr" / "src" / f"{package}.tar.xz"
         if not found.exists():
             raise UserError(f"{debs[-1].name} has no usr/src/{package}.tar.xz")
@@ -219,11 +209,11 @@ def _is_git(path: Path) -> bool:
 
 
 def resolve_rev(repo: Path, rev: str) -> str:
-    try:
-        return _run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet",
-                     f"{rev}^{{commit}}"])
-    except UserError:
-        raise UserError(f"unknown revision '{rev}' in {repo}") from None
+    p = proc.run(["git", "-C", repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                 check=False)
+    if p.returncode != 0:
+        raise UserError(f"unknown revision '{rev}' in {repo}")
+    return p.stdout.strip()
 
 
 def tree_key(path: Path) -> str:
@@ -250,22 +240,25 @@ def prepare_git(cache: Cache, repo: Path, rev: str | None, slot: str = "") -> Pr
         if not (tree / ".git").exists():
             shutil.rmtree(tree, ignore_errors=True)
             tree.parent.mkdir(parents=True, exist_ok=True)
-            _run(["git", "clone", "--quiet", "--shared", "--no-checkout",
-                  str(repo), str(tree)])
-        head = subprocess.run(["git", "-C", str(tree), "rev-parse", "--verify", "-q", "HEAD"],
-                              capture_output=True, text=True, check=False).stdout.strip()
+            proc.run(["git", "clone", "--quiet", "--shared", "--no-checkout", repo, tree],
+                     fix=f"check that {repo} is a git repository this user can read")
+        head = proc.run(["git", "-C", tree, "rev-parse", "--verify", "-q", "HEAD"],
+                        check=False).stdout.strip()
         stamp = tree / overlay.PREPARED_STAMP
         if head != commit or not stamp.exists() or stamp.read_text() != _stamp_text(commit):
             # Forget our overlay edits, then move to the commit; unchanged
             # files keep their mtimes, so the build stays incremental.
             (tree / overlay.PREPARED_STAMP).unlink(missing_ok=True)
-            _run(["git", "-C", str(tree), "checkout", "--quiet", "--force", "--detach", commit])
+            proc.run(["git", "-C", tree, "checkout", "--quiet", "--force", "--detach", commit],
+                     fix=f"delete the runner's clone {tree} and run again")
             # Nothing but the commit: no copy of ours (or an older
             # runner's) stays among upstream's files.
-            _run(["git", "-C", str(tree), "clean", "-ffdxq"])
+            proc.run(["git", "-C", tree, "clean", "-ffdxq"],
+                     fix=f"delete the runner's clone {tree} and run again")
         tl = _prepare_once(tree, commit, f"{repo}@{commit[:12]}")
-    dirty = _run(["git", "--no-optional-locks", "-C", str(repo), "status", "--porcelain",
-                  "--untracked-files=no"])
+    dirty = proc.run(["git", "--no-optional-locks", "-C", repo, "status", "--porcelain",
+                      "--untracked-files=no"],
+                     fix=f"check that {repo} is a git repository this user can read").stdout.strip()
     note = "+uncommitted-changes-not-tested" if (dirty and not rev) else ""
     return PreparedSource(tree=tree, key=key, source_id=f"git:{commit}{note}", layout=tl)
 
@@ -276,10 +269,10 @@ def prepare_copy(cache: Cache, path: Path) -> PreparedSource:
     layout.detect(path, str(path))
     if not shutil.which("rsync"):
         raise UserError("rsync not found: install it with: apt-get install rsync")
-    listing = subprocess.run(
+    listing = proc.run(
         ["find", ".", "-path", "./.git", "-prune", "-o", "-type", "f",
          "-printf", "%P %s %T@\n"],
-        cwd=path, capture_output=True, check=False,
+        cwd=path, text=False, check=False,
     ).stdout
     digest = hashlib.sha256(b"\n".join(sorted(listing.splitlines()))).hexdigest()
     key = tree_key(path)
@@ -293,7 +286,8 @@ def prepare_copy(cache: Cache, path: Path) -> PreparedSource:
             cmd = ["rsync", "-a", "--delete"]
             for ex in _RSYNC_EXCLUDES + overlay.owned_paths():
                 cmd += ["--exclude", ex]
-            _run(cmd + [f"{path}/", f"{tree}/"])
+            proc.run(cmd + [f"{path}/", f"{tree}/"],
+                     fix=f"check that {path} can be read and the cache has space")
         tl = _prepare_once(tree, digest, str(path))
     return PreparedSource(tree=tree, key=key, source_id=f"tree:{path}:{digest[:16]}",
                           layout=tl)

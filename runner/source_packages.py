@@ -8,12 +8,12 @@ apt configuration is read but never changed.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-from runner import apt
+from runner import apt, proc
 from runner.cache import Cache
 from runner.errors import UserError
 
@@ -57,18 +57,6 @@ def _downloaded(srcdir: Path) -> list[Path] | None:
     return dscs
 
 
-def _run(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None,
-         answers: str = "") -> None:
-    with open(log, "a") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        p = subprocess.run(cmd, cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
-                           env=env, input=answers.encode(), check=False)
-    if p.returncode != 0:
-        raise UserError(f"cross-building the guest shell failed at '{' '.join(cmd[:3])}' "
-                        f"(log: {log})")
-
-
 def cross_build(cache: Cache, dsc: Path, cross_compile: str) -> Path:
     """Builds the package's one program, statically, for @cross_compile;
     returns the binary (kept in the cache, named after the program)."""
@@ -83,7 +71,10 @@ def cross_build(cache: Cache, dsc: Path, cross_compile: str) -> Path:
     work.mkdir(parents=True)
     tree = work / "src"
     log = work / "build.log"
-    _run(["dpkg-source", "-x", str(dsc), str(tree)], cwd=work, log=log)
+    # Each step into the log, asked nothing (input "": an empty standard input).
+    step = functools.partial(proc.run, log=log, input="",
+                             fix=f"see the guest shell's cross-build log {log}")
+    step(["dpkg-source", "-x", str(dsc), str(tree)], cwd=work)
     jobs = f"-j{os.cpu_count() or 1}"
     host = cross_compile.rstrip("-")
     if pkg == "busybox":
@@ -93,15 +84,15 @@ def cross_build(cache: Cache, dsc: Path, cross_compile: str) -> Path:
         env = dict(os.environ, KCONFIG_NOTIMESTAMP="1")
         # oldconfig asks nothing of a config made for this version; Enter
         # takes the default should it ever ask.
-        _run(["make", f"CROSS_COMPILE={cross_compile}", "oldconfig"], tree, log, env,
-             answers="\n" * 2000)
-        _run(["make", f"CROSS_COMPILE={cross_compile}", jobs, "busybox"], tree, log, env)
+        step(["make", f"CROSS_COMPILE={cross_compile}", "oldconfig"], cwd=tree, env=env,
+             input="\n" * 2000)
+        step(["make", f"CROSS_COMPILE={cross_compile}", jobs, "busybox"], cwd=tree, env=env)
     else:
         # Only virtme-init runs under bash: no readline, curses or NLS.
-        _run(["./configure", f"--host={host}", f"CC={cross_compile}gcc",
+        step(["./configure", f"--host={host}", f"CC={cross_compile}gcc",
               "--enable-static-link", "--without-bash-malloc", "--disable-nls",
-              "--disable-readline", "--disable-history", "--without-curses"], tree, log)
-        _run(["make", jobs], tree, log)
+              "--disable-readline", "--disable-history", "--without-curses"], cwd=tree)
+        step(["make", jobs], cwd=tree)
     shutil.copy2(tree / pkg, binary)
     shutil.rmtree(tree)
     return binary

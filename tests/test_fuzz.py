@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner import ktap, report
-from runner.cli import main, parsed_run
+from runner.cli import main
+from runner.pipeline import parsed_run
 from runner.errors import UserError
 
 settings.register_profile("ci", max_examples=60, deadline=None,

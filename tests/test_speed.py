@@ -166,7 +166,7 @@ def test_suites_in_a_selection_keep_their_file():
 
 def test_streamed_json_report_is_the_whole_document():
     from runner import ktap, report
-    from runner.cli import parsed_run
+    from runner.pipeline import parsed_run
 
     run = parsed_run(ktap.parse_file(str(FULL)), str(FULL), "x86_64", "default")
     out = io.StringIO()
