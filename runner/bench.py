@@ -138,7 +138,7 @@ class _Kernel:
     module: Path  # alloc_tag_bench.ko built against it
 
 
-def _kernels(opts: pipeline.Options, src: source.PreparedSource,
+def _kernels(opts: pipeline.RunContext, src: source.PreparedSource,
              arch: str) -> dict[int, _Kernel]:
     """The benchmark kernel of each configuration; (2) and (4) share one."""
     by_build: dict[str, tuple[build.Built, Path]] = {}
@@ -153,7 +153,7 @@ def _kernels(opts: pipeline.Options, src: source.PreparedSource,
     return out
 
 
-def _boot_once(opts: pipeline.Options, c: Config, k: _Kernel, iterations: int,
+def _boot_once(opts: pipeline.RunContext, c: Config, k: _Kernel, iterations: int,
                rundir: Path) -> tuple[boot.Boot, str, dict[str, int]]:
     """One boot of configuration @c: the console and the loops' times."""
     inputs = guest.stage(rundir / guest.IN_DIR, module=k.module,
@@ -175,7 +175,7 @@ def _boot_once(opts: pipeline.Options, c: Config, k: _Kernel, iterations: int,
     return b, console, got
 
 
-def run(opts: pipeline.Options, arch: str, iterations: int, repeat: int) -> BenchResult:
+def run(opts: pipeline.RunContext, arch: str, iterations: int, repeat: int) -> BenchResult:
     src = source.prepare(opts.cache, opts.kernel_src, opts.kernel_rev)
     kernels = _kernels(opts, src, arch)
     results = []

@@ -30,7 +30,7 @@ MAX_CONSECUTIVE_SKIPS = 5
 SLOT = "bisect"
 
 
-class Verdict(str, enum.Enum):
+class StepVerdict(str, enum.Enum):
     GOOD = "good"
     BAD = "bad"
     SKIP = "skip"
@@ -55,23 +55,23 @@ def select(run: RunResult, patterns: list[str]) -> list[Leaf]:
     return [leaf for leaf in leaves if any(p in run.test_id(leaf) for p in patterns)]
 
 
-def judge(run: RunResult | None, patterns: list[str], infra: str = "") -> tuple[Verdict, str]:
+def judge(run: RunResult | None, patterns: list[str], infra: str = "") -> tuple[StepVerdict, str]:
     """Maps one step's outcome to a bisect verdict.
 
     No result at all (build failure, no feature, boot failure) is a skip;
     the selected tests all passing is good; any of them failing, crashing
     or never reporting is bad."""
     if run is None:
-        return Verdict.SKIP, infra or "no result"
+        return StepVerdict.SKIP, infra or "no result"
     if not run.found_output:
-        return Verdict.SKIP, f"boot failure unrelated to the tests: {run.info.note}"
+        return StepVerdict.SKIP, f"boot failure unrelated to the tests: {run.info.note}"
     chosen = select(run, patterns)
     if not chosen:
-        return Verdict.SKIP, "none of the selected tests exists at this commit"
+        return StepVerdict.SKIP, "none of the selected tests exists at this commit"
     bad = [leaf for leaf in chosen if not leaf.result.status.is_ok]
     if bad:
-        return Verdict.BAD, f"{len(bad)} of {len(chosen)} selected tests fail"
-    return Verdict.GOOD, f"{len(chosen)} selected tests pass"
+        return StepVerdict.BAD, f"{len(bad)} of {len(chosen)} selected tests fail"
+    return StepVerdict.GOOD, f"{len(chosen)} selected tests pass"
 
 
 def failing_details(run: RunResult | None, patterns: list[str]) -> list[dict]:
@@ -89,7 +89,7 @@ def _git(tree: Path, *args: str, check: bool = True) -> str:
 
 @dataclass
 class Bisector:
-    opts: pipeline.Options
+    opts: pipeline.RunContext
     target: Target
     patterns: list[str]
     repo: Path  # what the clone is made from
@@ -98,7 +98,7 @@ class Bisector:
     def clone(self) -> Path:
         return source.clone_dir(self.opts.cache, self.repo, SLOT)
 
-    def test_commit(self, commit: str) -> tuple[Verdict, str, RunResult | None]:
+    def test_commit(self, commit: str) -> tuple[StepVerdict, str, RunResult | None]:
         start = time.monotonic()
         stepdir = self.opts.results_dir / f"step-{len(self.steps) + 1:02d}-{commit[:12]}"
         opts = dataclasses.replace(self.opts, results_dir=stepdir)
@@ -120,7 +120,7 @@ class Bisector:
         good_c = source.resolve_rev(self.repo, good)
         bad_c = source.resolve_rev(self.repo, bad)
         check_endpoints(self.repo, good, good_c, bad, bad_c)
-        for rev, want in ((good_c, Verdict.GOOD), (bad_c, Verdict.BAD)):
+        for rev, want in ((good_c, StepVerdict.GOOD), (bad_c, StepVerdict.BAD)):
             got, why, _ = self.test_commit(rev)
             if got != want:
                 raise UserError(f"the {want.value} endpoint {rev[:12]} is not {want.value}: "
@@ -134,7 +134,7 @@ class Bisector:
             while True:
                 head = _git(tree, "rev-parse", "HEAD")
                 verdict, why, _ = self.test_commit(head)
-                skips = skips + 1 if verdict == Verdict.SKIP else 0
+                skips = skips + 1 if verdict == StepVerdict.SKIP else 0
                 if skips > MAX_CONSECUTIVE_SKIPS:
                     raise UserError(f"{skips} commits in a row could not be tested; last: {why}")
                 # test_commit checked out the commit: go back to where git

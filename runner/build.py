@@ -41,7 +41,6 @@ class Built:
     build_dir: Path
     log: Path
     rebuilt: bool
-    selftests: Path | None = None  # directory of the built selftest programs
     seconds: float = 0.0  # make's time (0 when the fingerprint matched)
     files: int = 0  # files make built
     identity: str = ""  # in the banner of this image: what boots must say it
@@ -311,7 +310,6 @@ def build_selftests(cache: Cache, src: PreparedSource, target: Target, built: Bu
         src.tree / "tools/testing/selftests/kselftest.h", hdr / "linux"],
         src.key, src.source_id, *_compilers(cc))
     if out.is_dir() and stamp.exists() and stamp.read_text() == fp:
-        built.selftests = out
         return out
     stamp.unlink(missing_ok=True)
     shutil.rmtree(out, ignore_errors=True)
@@ -336,7 +334,6 @@ def build_selftests(cache: Cache, src: PreparedSource, target: Target, built: Bu
         shutil.copy2(built.build_dir / "selftests" / "upstream" / prog,
                      out / upstream_program_name(prog))
     stamp.write_text(fp)
-    built.selftests = out
     return out
 
 

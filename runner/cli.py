@@ -45,11 +45,11 @@ def _runnable(args: argparse.Namespace) -> list[Target]:
     return pipeline.runnable(args.arch, args.variant, args.boot_variant, args.shard)
 
 
-def _pipeline_options(args: argparse.Namespace, prefix: str = "") -> pipeline.Options:
+def _pipeline_options(args: argparse.Namespace, prefix: str = "") -> pipeline.RunContext:
     """The run context of the options: the cache, then a new run directory
     (named @prefix and its start time)."""
     cache = Cache.open(args.cache_dir)
-    return pipeline.Options(cache=cache, results_dir=new_run_dir(args.results_dir, prefix),
+    return pipeline.RunContext(cache=cache, results_dir=new_run_dir(args.results_dir, prefix),
                             kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                             jobs=args.jobs, boot_timeout=args.boot_timeout,
                             append=args.append)

@@ -186,7 +186,7 @@ def failures(run: RunResult) -> list[str]:
     return out
 
 
-def run_all(opts: pipeline.Options, faults: list[Fault], arch: str) -> list[Outcome]:
+def run_all(opts: pipeline.RunContext, faults: list[Fault], arch: str) -> list[Outcome]:
     """Per kernel source: the untouched tree first (each variant and boot
     its faults need), then each fault."""
     outcomes = []
@@ -238,7 +238,7 @@ def table(outcomes: list[Outcome]) -> str:
     return "\n".join(rows) + "\n"
 
 
-def check_all(opts: pipeline.Options, faults: list[Fault], arch: str) -> tuple[str, bool]:
+def check_all(opts: pipeline.RunContext, faults: list[Fault], arch: str) -> tuple[str, bool]:
     """`runner faults`: the table (also kept as faults.md in the run
     directory) and a summary line; and whether every fault was killed with
     the untouched tree green."""

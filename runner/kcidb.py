@@ -56,7 +56,8 @@ def _architecture(arch: str) -> str:
 
 
 def _split_label(label: str) -> tuple[str, str]:
-    """"default-off-boot0" -> ("default-off", "0"); "debug" -> ("debug", "none")."""
+    """"default-off-boot0" -> ("default-off", "0"); "debug" -> ("debug", "none"):
+    the label of a run that recorded no config (runner parse --variant)."""
     variant, sep, boot = label.rpartition("-boot")
     if sep and boot in BOOT_VARIANTS:
         return variant, boot
@@ -111,7 +112,8 @@ def export(runs: list[RunResult], origin: str = ORIGIN) -> dict:
             if git:
                 checkout["git_commit_hash"] = git.group(1)
             checkouts[checkout_id] = checkout
-        variant, boot = _split_label(info.variant)
+        variant, boot = ((info.config, info.boot_option) if info.config
+                         else _split_label(info.variant))
         build_id = f"{checkout_id}:{info.arch}-{variant}"
         if build_id not in builds:
             builds[build_id] = {

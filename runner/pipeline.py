@@ -32,7 +32,7 @@ CONSOLE_TAIL = 40
 
 
 @dataclass
-class Options:
+class RunContext:
     """The run context: cache, source, options, and the source once it is
     prepared (once per run and process; preparing it again is a no-op)."""
 
@@ -43,7 +43,8 @@ class Options:
     jobs: int | None = None
     boot_timeout: float = TCG_TIMEOUT
     append: list[str] = field(default_factory=list)
-    only: Selection | None = None  # what was asked for; None: everything
+    only: Selection | None = None  # what was asked for; None: everything (never changed:
+    # a context for a selection is a new one, dataclasses.replace)
     _source: source.PreparedSource | None = field(default=None, repr=False, compare=False)
 
     def source(self) -> source.PreparedSource:
@@ -238,12 +239,12 @@ def parse_console(path: str, arch: str | None = None, variant: str | None = None
     return parsed_run(parsed, path, arch, variant, src)
 
 
-def execute(opts: Options, target: Target, rundir: Path) -> RunResult:
+def execute(opts: RunContext, target: Target, rundir: Path) -> RunResult:
     """Builds and boots @target and returns its parsed results."""
     return execute_prepared(opts, target, rundir, opts.source())
 
 
-def execute_prepared(opts: Options, target: Target, rundir: Path,
+def execute_prepared(opts: RunContext, target: Target, rundir: Path,
                      src: source.PreparedSource) -> RunResult:
     rundir.mkdir(parents=True, exist_ok=True)
     built = build.build(opts.cache, src, target, opts.jobs)
@@ -259,7 +260,8 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
         target, built.image, rundir, opts.boot_timeout,
         boot.accel_for(opts.cache, target, built.image), inputs,
         append=tuple(target.cmdline + asked + opts.append)))
-    info = RunInfo(arch=target.arch.name, variant=target.label,
+    info = RunInfo(arch=target.arch.name, variant=target.label, config=target.variant,
+                   boot_option=target.boot,
                    kernel_version=src.version, source_id=src.source_id,
                    console=str(b.console), boot=b.accel,
                    selection=f"{len(opts.only.cases)} cases asked for" if opts.only else "",
@@ -293,13 +295,13 @@ def execute_prepared(opts: Options, target: Target, rundir: Path,
     return result
 
 
-def guest_root(opts: Options, target: Target) -> Path | None:
+def guest_root(opts: RunContext, target: Target) -> Path | None:
     """The root a guest of @target runs on: None for the host's own, else
     the arch's root made by runner/rootfs.py."""
     return None if target.arch.native else rootfs.prepare(opts.cache, target.arch)
 
 
-def _guest(opts: Options, src: source.PreparedSource, target: Target,
+def _guest(opts: RunContext, src: source.PreparedSource, target: Target,
            built: build.Built, rundir: Path, root: Path | None) -> guest.Inputs:
     """The guest runs the selftests asked for and their helper modules, on
     the host's root or its arch's own (@root)."""
@@ -339,12 +341,12 @@ def build_all(cache: Cache, src: source.PreparedSource, tlist: list[Target],
             yield t, build.build(cache, src, t, jobs)
 
 
-def run_all(opts: Options, tlist: list[Target]) -> list[RunResult]:
+def run_all(opts: RunContext, tlist: list[Target]) -> list[RunResult]:
     """`runner run`: the results of every target of @tlist."""
     return [get(opts, t) for t in tlist]
 
 
-def get(opts: Options, target: Target) -> RunResult:
+def get(opts: RunContext, target: Target) -> RunResult:
     """The results of @target in this run: computed once, then shared."""
     rundir = opts.results_dir / target.name
     saved = rundir / "results.json"

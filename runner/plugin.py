@@ -8,6 +8,7 @@ on the same lock and read the saved results."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import tempfile
@@ -103,7 +104,7 @@ _RUN_DIR = pytest.StashKey[Path]()
 _TARGETS = pytest.StashKey[list[Target]]()
 _SHARD = pytest.StashKey[list[Target]]()
 _SKIPPED_ARCHES = pytest.StashKey[dict[str, str]]()
-_CONTEXT = pytest.StashKey[pipeline.Options]()
+_CONTEXT = pytest.StashKey[pipeline.RunContext]()
 
 
 def _targets(config: pytest.Config) -> list[Target]:
@@ -158,7 +159,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         raise pytest.UsageError(str(e)) from None
     upstream = tree_suites(src.tree, src.layout.upstream_selftests)
     every = [(s.name, c) for s in declared(upstream) for c in s.cases]
-    opts.only = Selection.of(picked, every)
+    # The context with what was asked for (its prepared source kept).
+    config.stash[_CONTEXT] = dataclasses.replace(opts, only=Selection.of(picked, every))
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -309,10 +311,10 @@ class KernelTestFailed(Exception):
     """A kernel test did not pass; the message is the whole report."""
 
 
-def _options(config: pytest.Config) -> pipeline.Options:
+def _options(config: pytest.Config) -> pipeline.RunContext:
     """The run context of this process: its source is prepared once."""
     if _CONTEXT not in config.stash:
-        config.stash[_CONTEXT] = pipeline.Options(
+        config.stash[_CONTEXT] = pipeline.RunContext(
             cache=Cache.open(config.getoption("cache_dir")),
             results_dir=config.stash[_RUN_DIR],
             kernel_src=config.getoption("kernel_src"),

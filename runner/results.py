@@ -194,7 +194,9 @@ class RunInfo:
     """Where the results came from."""
 
     arch: str = ""
-    variant: str = ""
+    variant: str = ""  # the label in test ids: "default-off" or "default-off-boot0"
+    config: str = ""  # the kernel's variant ("default-off"); "" in reports of runner parse
+    boot_option: str = ""  # the boot variant ("0", "none": runner/targets.py)
     kernel_version: str = ""
     source_id: str = ""
     console: str = ""  # path of the captured console log

@@ -29,7 +29,7 @@ PACKAGES = ("bash", "libc6", "libtinfo6", "busybox-static")
 # Mount points for what the host shares with the guest (see GuestPaths).
 SHARE_DIR = "allocprof"
 # Bump when what _finish() makes changes, so cached roots are remade.
-LAYOUT = "2"
+RECIPE = "2"
 _DIRS = ("dev", "proc", "sys", "run", "tmp", "root", "etc", "var/log", "var/tmp",
          "lib/modules", "usr/sbin", "sbin")
 
@@ -148,7 +148,7 @@ def prepare(cache: Cache, arch: Arch) -> Path:
             dscs = source_packages.download(cache)
             versions = sorted(d.name for d in dscs)
             make = lambda root: _cross_build(cache, arch, dscs, root)  # noqa: E731
-        key = hashlib.sha256("\n".join([LAYOUT, *versions]).encode()).hexdigest()[:12]
+        key = hashlib.sha256("\n".join([RECIPE, *versions]).encode()).hexdigest()[:12]
         root = cache.guest_root(arch.name, key)
         cache.keep(root)
         done = root / ".allocprof-rootfs"

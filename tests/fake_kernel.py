@@ -32,7 +32,7 @@ def _case(target: Target, suite: str, case: str) -> TestResult:
     return TestResult(case, s, reason=reason, diagnostics=diag, duration=0.5)
 
 
-def fake_get(opts: pipeline.Options, target: Target) -> RunResult:
+def fake_get(opts: pipeline.RunContext, target: Target) -> RunResult:
     suites = [(s.name, s.cases) for s in expected_suites()]
     suites.append((console_checks.SUITE, tuple(c.name for c in console_checks.checks())))
     tests = [TestResult(name, Status.PASS, children=[_case(target, name, c) for c in cases])
@@ -43,7 +43,7 @@ def fake_get(opts: pipeline.Options, target: Target) -> RunResult:
     return RunResult(info, tests)
 
 
-def _no_source(self: pipeline.Options):
+def _no_source(self: pipeline.RunContext):
     """A tree without upstream selftests; never extracted."""
     return SimpleNamespace(tree=Path("/nonexistent"),
                            layout=SimpleNamespace(upstream_selftests=()))
@@ -51,4 +51,4 @@ def _no_source(self: pipeline.Options):
 
 def pytest_configure(config) -> None:
     pipeline.get = fake_get
-    pipeline.Options.source = _no_source
+    pipeline.RunContext.source = _no_source

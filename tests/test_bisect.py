@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from runner.bisect import Verdict, judge, select
+from runner.bisect import StepVerdict, judge, select
 from runner.cache import Cache
 from runner.cli import main
 from runner.ktap import parse_text
@@ -32,36 +32,36 @@ def run_of(text: str) -> RunResult:
 
 
 def test_selected_tests_passing_is_good():
-    assert judge(run_of(LOG), ["alloc_tag_iter/"])[0] == Verdict.GOOD
+    assert judge(run_of(LOG), ["alloc_tag_iter/"])[0] == StepVerdict.GOOD
 
 
 def test_selected_test_failing_is_bad():
     verdict, why = judge(run_of(LOG), ["free_pages_with_extra_reference"])
-    assert verdict == Verdict.BAD and "1 of 1" in why
+    assert verdict == StepVerdict.BAD and "1 of 1" in why
 
 
 def test_no_selection_means_all_tests():
-    assert judge(run_of(LOG), [])[0] == Verdict.BAD
+    assert judge(run_of(LOG), [])[0] == StepVerdict.BAD
     assert len(select(run_of(LOG), [])) == 3
 
 
 def test_build_failure_or_missing_feature_is_skip():
     verdict, why = judge(None, [], "kernel build failed for x86_64-default: error: x")
-    assert verdict == Verdict.SKIP and "build failed" in why
+    assert verdict == StepVerdict.SKIP and "build failed" in why
 
 
 def test_boot_failure_is_skip_not_bad():
     run = run_of("Linux version 6.12\nKernel panic - not syncing: VFS\n")
-    assert judge(run, ["alloc_tag_iter"])[0] == Verdict.SKIP
+    assert judge(run, ["alloc_tag_iter"])[0] == StepVerdict.SKIP
 
 
 def test_crash_during_selected_tests_is_bad():
     run = run_of(LOG.split("    ok 1 codetag")[0] + "BUG: kernel NULL pointer dereference\n")
-    assert judge(run, ["alloc_tag_iter"])[0] == Verdict.BAD
+    assert judge(run, ["alloc_tag_iter"])[0] == StepVerdict.BAD
 
 
 def test_unknown_test_is_skip():
-    assert judge(run_of(LOG), ["no_such_test"])[0] == Verdict.SKIP
+    assert judge(run_of(LOG), ["no_such_test"])[0] == StepVerdict.SKIP
 
 
 @pytest.mark.parametrize("args,msg", [

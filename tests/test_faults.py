@@ -46,7 +46,7 @@ def test_fault_header_is_checked(tmp_path):
 @pytest.fixture(scope="module")
 def base_source():
     try:
-        return pipeline.Options(cache=Cache.open(), results_dir=Path("/nonexistent")).source()
+        return pipeline.RunContext(cache=Cache.open(), results_dir=Path("/nonexistent")).source()
     except Exception as e:  # noqa: BLE001 - no source here: say why
         pytest.skip(f"the default kernel source is not available: {e}")
 
@@ -81,7 +81,7 @@ def test_every_fault_applies_and_reverts(base_source, tmp_path):
 def test_size_preserving_edit_boots_the_new_code(base_source, tmp_path):
     """The issue's case: one incremental build after another, the same
     sizes, and the second boot must run the second build's code."""
-    opts = pipeline.Options(cache=Cache.open(), results_dir=tmp_path)
+    opts = pipeline.RunContext(cache=Cache.open(), results_dir=tmp_path)
     ftree = faults.FaultTree(base_source, opts.cache)
     target = Target(ARCHES["x86_64"], "default")
     sizes = []
