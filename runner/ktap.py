@@ -11,11 +11,17 @@ Hostile input is bounded: a line keeps its first LINE_LIMIT characters,
 nesting stops at MAX_DEPTH, a plan's missing tests are listed up to
 MISSING_LIMIT and summed up after that, and past RESULT_BUDGET results a
 level only counts its results.  Memory follows the input, never the plan.
+
+The parts: Parser reads the console (printk prefixes, noise, crashes);
+classify() tells what a KTAP line is; _Tree builds the levels and the tree
+from the classified lines; each level's _Plan keeps its plan and results,
+and lists what the plan declared but never came.
 """
 
 from __future__ import annotations
 
 import codecs
+import enum
 import gzip
 import lzma
 import math
@@ -110,34 +116,6 @@ def _shown(digits: str) -> str:
     return digits if len(digits) <= 20 else f"{digits[:10]}...({len(digits)} digits)"
 
 
-class _Numbers:
-    """The test numbers a level reported, as ranges: one range when the
-    numbers are consecutive, however many tests there are."""
-
-    def __init__(self) -> None:
-        self.ranges: list[list[int]] = []
-        self.highest = 0
-
-    def add(self, n: int) -> None:
-        self.highest = max(self.highest, n)
-        if self.ranges and self.ranges[-1][1] + 1 == n:
-            self.ranges[-1][1] = n
-        elif not (self.ranges and self.ranges[-1][0] <= n <= self.ranges[-1][1]):
-            self.ranges.append([n, n])
-
-    def gaps(self, plan: int) -> Iterator[tuple[int, int]]:
-        """The ranges of 1..plan never reported, in order."""
-        nxt = 1
-        for lo, hi in sorted(self.ranges):
-            if lo > nxt:
-                yield nxt, min(lo - 1, plan)
-            nxt = max(nxt, hi + 1)
-            if nxt > plan:
-                return
-        if nxt <= plan:
-            yield nxt, plan
-
-
 class BoundedLines:
     """Keeps the first and last lines of a slice: memory stays bounded."""
 
@@ -167,47 +145,54 @@ class BoundedLines:
         return bool(self.head)
 
 
-@dataclass
-class _Level:
-    """One open test list: the subtests of a test still awaiting its result."""
+# -- one line: what it is to KTAP --------------------------------------------
 
-    prefix: str  # cumulative indentation of this level's lines
-    budget: Budget = field(default_factory=Budget)
-    name: str = ""  # from "# Subtest:"
-    plan: int | None = None
-    plan_text: str = ""  # the plan's count as written (it may be too large)
-    results: list[TestResult] = field(default_factory=list)
-    numbers: list[int] = field(default_factory=list)  # each result's number
-    count: int = 0  # results seen, kept or only counted
-    reported: _Numbers = field(default_factory=_Numbers)
-    unkept: Counter[Status] = field(default_factory=Counter)  # past RESULT_BUDGET
-    diag: BoundedLines = field(default_factory=lambda: BoundedLines(DIAG_LIMIT))
-    log: BoundedLines = field(default_factory=lambda: BoundedLines(LOG_LIMIT))
-    own_log: BoundedLines = field(default_factory=lambda: BoundedLines(LOG_LIMIT))
-    start_ts: str | None = None
-    bailed: str | None = None
+class Kind(enum.Enum):
+    """What a line is to KTAP."""
 
-    def __post_init__(self) -> None:
-        self.log = self.budget.log()
-
-    def reset_pending(self) -> None:
-        self.diag = BoundedLines(DIAG_LIMIT)
-        self.log = self.budget.log()
-        self.start_ts = None
+    HEADER = "header"  # "KTAP version 1", "TAP version 13"
+    SUBTEST = "subtest"  # "# Subtest: name"
+    PLAN = "plan"  # "1..N"
+    RESULT = "result"  # "ok N name # DIRECTIVE reason", "not ok ..."
+    BAIL = "bail"  # "Bail out! reason"
+    OTHER = "other"  # a diagnostic or any other line
 
 
-@dataclass
-class ParseOutput:
-    tests: list[TestResult]
-    found_ktap: bool
-    crash: list[str]  # first crash text seen, if any
-    tail: list[str]  # last console lines, for failure messages
-    banner: str = ""  # the kernel's "Linux version ..." line (parse_stream), if any
+@dataclass(slots=True)
+class Classified:
+    """A line past its level's prefix, as the tree needs it."""
+
+    kind: Kind
+    content: str  # the line past the prefix
+    ind: str = ""  # indentation past the prefix: the line is a deeper level's
+    text: str = ""  # the subtest's name, plan's count, result's rest or bail's reason
+    num: int | None = None  # the result's number, if it has one
+    ok: bool = False  # a result's: "ok", not "not ok"
 
 
-# Statuses, worst first: the one a summary of several results takes.
-_WORST_FIRST = (Status.CRASHED, Status.ERROR, Status.TIMEOUT, Status.FAIL,
-                Status.PASS, Status.XFAIL, Status.TODO, Status.SKIP)
+def classify(line: str, content: str) -> Classified:
+    """What @content, @line past its level's prefix, is. A header counts
+    only if the whole line is one: under the prefix "#", a second
+    "#KTAP version 1" is a diagnostic."""
+    if _HEADER.match(line):
+        m = _HEADER.match(content)
+        assert m
+        return Classified(Kind.HEADER, content, m.group("ind"))
+    m = _SUBTEST.match(content)
+    if m:
+        return Classified(Kind.SUBTEST, content, m.group("ind"), m.group("name").rstrip())
+    m = _PLAN.match(content)
+    if m:
+        return Classified(Kind.PLAN, content, m.group("ind"), m.group("n"))
+    m = _RESULT.match(content)
+    if m:
+        num = _number(m.group("num")) if m.group("num") else None
+        return Classified(Kind.RESULT, content, m.group("ind"), m.group("rest"), num,
+                          not m.group("not"))
+    m = _BAIL.match(content)
+    if m:
+        return Classified(Kind.BAIL, content, text=m.group("why"))
+    return Classified(Kind.OTHER, content)
 
 
 def _parse_result_rest(rest: str) -> tuple[str, str, str]:
@@ -241,15 +226,39 @@ def _status(ok: bool, directive: str) -> Status:
     return Status.PASS if ok else Status.FAIL
 
 
-def _duration(start: str | None, end: str | None) -> float | None:
-    """Seconds between two printk stamps, if both are finite numbers."""
-    if start is None or end is None:
-        return None
-    try:
-        seconds = float(end) - float(start)
-    except ValueError:
-        return None
-    return round(max(0.0, seconds), 6) if math.isfinite(seconds) else None
+# -- one level's plan and results --------------------------------------------
+
+class _Numbers:
+    """The test numbers a level reported, as ranges: one range when the
+    numbers are consecutive, however many tests there are."""
+
+    def __init__(self) -> None:
+        self.ranges: list[list[int]] = []
+        self.highest = 0
+
+    def add(self, n: int) -> None:
+        self.highest = max(self.highest, n)
+        if self.ranges and self.ranges[-1][1] + 1 == n:
+            self.ranges[-1][1] = n
+        elif not (self.ranges and self.ranges[-1][0] <= n <= self.ranges[-1][1]):
+            self.ranges.append([n, n])
+
+    def gaps(self, plan: int) -> Iterator[tuple[int, int]]:
+        """The ranges of 1..plan never reported, in order."""
+        nxt = 1
+        for lo, hi in sorted(self.ranges):
+            if lo > nxt:
+                yield nxt, min(lo - 1, plan)
+            nxt = max(nxt, hi + 1)
+            if nxt > plan:
+                return
+        if nxt <= plan:
+            yield nxt, plan
+
+
+# Statuses, worst first: the one a summary of several results takes.
+_WORST_FIRST = (Status.CRASHED, Status.ERROR, Status.TIMEOUT, Status.FAIL,
+                Status.PASS, Status.XFAIL, Status.TODO, Status.SKIP)
 
 
 def _merge(results: list[TestResult], numbers: list[int],
@@ -266,20 +275,379 @@ def _merge(results: list[TestResult], numbers: list[int],
     return out
 
 
-class Parser:
-    """Feed lines with feed(); finish() returns the tree."""
+class _Plan:
+    """A level's plan and the results that answer it: kept while the
+    parse's budget lasts, then only counted. At the end, what the plan
+    declared but never came is listed in its place."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget) -> None:
+        self.budget = budget
+        self.declared: int | None = None
+        self.shown = ""  # the plan's count as written (it may be too large)
+        self.count = 0  # results seen, kept or only counted
+        self.reported = _Numbers()
+        self.results: list[TestResult] = []
+        self.numbers: list[int] = []  # each kept result's position
+        self.unkept: Counter[Status] | None = None  # past RESULT_BUDGET
+
+    @property
+    def started(self) -> bool:
+        """Did a plan or a result come?"""
+        return bool(self.count) or self.declared is not None
+
+    def declare(self, digits: str) -> bool:
+        """Take 1..@digits as the plan, unless a plan or a result came."""
+        if self.started:
+            return False
+        self.declared = _number(digits)
+        self.shown = _shown(digits)
+        return True
+
+    def add(self, result: TestResult, position: int) -> None:
+        """Record a result at @position: its number, or else the next place.
+        A result past the plan fails."""
+        self.count += 1
+        self.reported.add(position)
+        if self.declared is not None and position > self.declared:
+            if result.status.is_ok:
+                result.status = Status.FAIL
+            shown = position if position < NUMBER_LIMIT else f"{NUMBER_LIMIT} or more"
+            result.reason = "; ".join(filter(None, (
+                f"result {shown} is beyond the plan 1..{self.shown}", result.reason)))
+        if self.budget.results > 0:
+            self.budget.results -= 1
+            self.results.append(result)
+            self.numbers.append(position)
+        else:
+            if self.unkept is None:
+                self.unkept = Counter()
+            self.unkept[result.status] += 1
+
+    def close(self, status: Status, ended: str, diag: BoundedLines,
+              log: BoundedLines) -> list[TestResult]:
+        """The results, each number the plan declared that never reported
+        in its place, and a count of the results not kept. Without a plan
+        nothing is invented: a crash there is the console's (the caller
+        reports it)."""
+        out = _merge(self.results, self.numbers, self._missing(status, ended, diag, log))
+        if self.unkept:
+            n = sum(self.unkept.values())
+            worst = next(s for s in _WORST_FIRST if self.unkept[s])
+            counts = ", ".join(f"{self.unkept[s]} {s.value}" for s in _WORST_FIRST
+                               if self.unkept[s])
+            out.append(TestResult(
+                name=f"more-{n}-results", status=worst,
+                reason=f"{n} more results, counted but not kept ({counts})"))
+        return out
+
+    def _missing(self, status: Status, ended: str, diag: BoundedLines,
+                 log: BoundedLines) -> list[TestResult]:
+        """The plan's numbers that never reported, as @status for @ended: one
+        test each up to MISSING_LIMIT, then one test for all the others. The
+        one running at the end gets @diag and @log."""
+        if self.declared is None:
+            return []
+        # The first number after the last result was running at the end.
+        running = self.reported.highest + 1
+        keep = min(MISSING_LIMIT, self.budget.missing)
+        out: list[TestResult] = []
+        first_unlisted = left = 0
+        for lo, hi in self.reported.gaps(self.declared):
+            take = min(hi - lo + 1, max(0, keep - len(out)))
+            for n in range(lo, lo + take):
+                skipped = n < running  # a later number reported
+                out.append(TestResult(
+                    name=f"missing-{n}", number=n,
+                    status=Status.ERROR if skipped else status,
+                    reason="no result with this number, though later tests reported"
+                    if skipped else ended,
+                    diagnostics=diag.lines() if n == running else [],
+                    log=log.lines() if n == running else []))
+            if take <= hi - lo:
+                first_unlisted = first_unlisted or lo + take
+                left += hi - lo + 1 - take
+        self.budget.missing -= len(out)
+        if left:
+            exact = str(self.declared) == self.shown
+            out.append(TestResult(
+                name=f"missing-{first_unlisted}..{self.shown}", status=status,
+                reason=f"{left if exact else 'many'} more declared tests, up to "
+                       f"{self.shown}, never reported: {ended}"))
+        return out
+
+
+# -- the tree ------------------------------------------------------------------
+
+@dataclass
+class _Level:
+    """One open test list: the subtests of a test still awaiting its result."""
+
+    prefix: str  # cumulative indentation of this level's lines
+    budget: Budget
+    start_ts: str | None = None
+    name: str = ""  # from "# Subtest:"
+    bailed: str | None = None
+    # Its "# Subtest:", plan and "Bail out!" lines, and the lines before its
+    # plan or first result: they lead the log of the test it belongs to.
+    own_log: BoundedLines = field(default_factory=lambda: BoundedLines(LOG_LIMIT))
+    plan: _Plan = field(init=False)
+    diag: BoundedLines = field(init=False)  # the next result's
+    log: BoundedLines = field(init=False)  # the next result's
+
+    def __post_init__(self) -> None:
+        self.plan = _Plan(self.budget)
+        self.diag = BoundedLines(DIAG_LIMIT)
+        self.log = self.budget.log()
+
+    def pending(self, line: str, ts: str | None, text: str | None = None) -> None:
+        """A line before the next result: in its log and, given @text, in
+        its diagnostics (the line itself if @text is empty)."""
+        if self.start_ts is None:
+            self.start_ts = ts
+        self.log.append(line)
+        if text is not None:
+            self.diag.append(text or line)
+
+    def reset_pending(self) -> None:
+        self.diag = BoundedLines(DIAG_LIMIT)
+        self.log = self.budget.log()
+        self.start_ts = None
+
+
+def _duration(start: str | None, end: str | None) -> float | None:
+    """Seconds between two printk stamps, if both are finite numbers."""
+    if start is None or end is None:
+        return None
+    try:
+        seconds = float(end) - float(start)
+    except ValueError:
+        return None
+    return round(max(0.0, seconds), 6) if math.isfinite(seconds) else None
+
+
+def _result_of(c: Classified, position: int, line: str, ts: str | None, lv: _Level,
+               child: _Level | None, children: list[TestResult]) -> TestResult:
+    """The test of result line @c, @position in the plan of level @lv, with
+    the level @child below (closed into @children)."""
+    name, directive, reason = _parse_result_rest(c.text)
+    if not name and child is not None:
+        name = child.name
+    status = _status(c.ok, directive)
+    log = lv.log.lines() + [line]
+    diagnostics = lv.diag.lines()
+    if child is not None:
+        log = child.own_log.lines() + log
+        if child.bailed is not None:
+            diagnostics.append(f"Bail out! {child.bailed}")
+    start = lv.start_ts if lv.start_ts is not None else (
+        child.start_ts if child else None)
+    if status == Status.PASS and any(t.status == Status.CRASHED for t in children):
+        status = Status.CRASHED
+        reason = reason or "a subtest never reported"
+    return TestResult(
+        name=name or f"unnamed-{position}",
+        status=status,
+        number=c.num if c.num is not None and c.num < NUMBER_LIMIT else None,
+        directive=directive,
+        reason=reason,
+        diagnostics=diagnostics,
+        log=log,
+        duration=_duration(start, ts),
+        children=children,
+    )
+
+
+class _Levels:
+    """The open levels, outermost first, and how they close."""
+
+    def __init__(self, crash: list[str]) -> None:
+        self.crash = crash  # the console's, filled in by Parser
         self.roots: list[TestResult] = []
         self.stack: list[_Level] = []
-        self.doc_prefix = ""
         self.found = False
-        self.crash: list[str] = []
-        self.oops_left = 0
-        self.tail: deque[str] = deque(maxlen=60)
         self.budget = Budget()
 
-    # -- line handling -------------------------------------------------
+    def _open_root(self, ts: str | None, prefix: str = "") -> None:
+        self.found = True
+        self.stack = [_Level(prefix, self.budget, ts)]
+
+    def _open(self, parent: int, prefix: str, ts: str | None) -> _Level:
+        # Levels deeper than the parent that are still open belong to a
+        # test that never reported: close them first.
+        self._close_below(parent)
+        lv = _Level(prefix, self.budget, ts)
+        self.stack.append(lv)
+        return lv
+
+    def _ended(self, lv: _Level) -> str:
+        """Why the level's test, or a test it declared, never reported."""
+        if lv.bailed is not None:
+            return f"Bail out! {lv.bailed}"
+        if self.crash:
+            return f"kernel crashed: {self.crash[0].strip()}"
+        return "no result: output ended or the test hung"
+
+    def _finish_level(self, lv: _Level) -> list[TestResult]:
+        status = Status.ERROR if lv.bailed is not None else Status.CRASHED
+        return lv.plan.close(status, self._ended(lv), lv.diag, lv.log)
+
+    def _close_below(self, i: int) -> None:
+        """Close the levels below level @i: their tests never printed their
+        result lines."""
+        while len(self.stack) > i + 1:
+            lv = self.stack[-1]
+            children = self._finish_level(lv)
+            self.stack.pop()
+            parent = self.stack[-1]
+            parent.plan.add(TestResult(
+                name=lv.name or "unnamed",
+                status=Status.CRASHED,
+                reason=self._ended(lv),
+                diagnostics=parent.diag.lines(),
+                log=lv.own_log.lines(),
+                children=children,
+            ), parent.plan.count + 1)
+            parent.reset_pending()
+
+    def _close_document(self) -> None:
+        self._close_below(0)
+        if self.stack:
+            self.roots.extend(self._finish_level(self.stack[0]))
+            self.stack = []
+
+    def finish(self) -> list[TestResult]:
+        self._close_document()
+        return self.roots
+
+
+class _Tree(_Levels):
+    """Builds the tree from KTAP lines: each line, classified, opens,
+    fills or closes a level."""
+
+    def __init__(self, crash: list[str]) -> None:
+        super().__init__(crash)
+        self.doc_prefix = ""  # a foreign prefix of every line ("kernel: ")
+
+    def noise(self, line: str, ts: str | None) -> None:
+        """A line of no level: the innermost open test's log."""
+        if self.stack:
+            self.stack[-1].pending(line, ts)
+
+    def attach(self, line: str) -> None:
+        """A crash line: the innermost open test's diagnostic."""
+        if self.stack:
+            lv = self.stack[-1]
+            lv.diag.append(line)
+            lv.log.append(line)
+
+    def take(self, line: str, ts: str | None) -> None:
+        """A line that may be KTAP: past the document's prefix, it goes to
+        the deepest open level whose prefix it has."""
+        if self.doc_prefix:
+            if not line.startswith(self.doc_prefix):
+                if _HEADER_ANYWHERE.search(line):
+                    self._new_document(line, ts)
+                else:
+                    self.noise(line, ts)
+                return
+            line = line[len(self.doc_prefix):]
+        for i in range(len(self.stack) - 1, -1, -1):
+            if line.startswith(self.stack[i].prefix):
+                self._at_level(i, line, ts)
+                return
+        # The first header may follow any prefix; later, a header less
+        # indented than the open document starts a new one.
+        header = _HEADER.match if self.stack else _HEADER_ANYWHERE.search
+        if header(line):
+            self._new_document(line, ts)
+        else:
+            self.noise(line, ts)
+
+    def _new_document(self, line: str, ts: str | None) -> None:
+        """A header that starts a new document: after a foreign per-line
+        prefix ("kernel: KTAP version 1"), or indented or "# "-nested with
+        its top-level header lost ("# TAP version 13")."""
+        m = _HEADER_ANYWHERE.search(line)
+        assert m
+        pre = line[: m.start()]
+        self._close_document()
+        if pre.strip(" \t#"):
+            self.doc_prefix = pre
+            self._open_root(ts)
+        else:
+            self.doc_prefix = ""
+            self._open_root(ts, pre)
+
+    def _at_level(self, i: int, line: str, ts: str | None) -> None:
+        """A line of level @i, or, indented further, of a new level below it
+        (an open one would have its prefix)."""
+        level = self.stack[i]
+        c = classify(line, line[len(level.prefix):])
+        if c.ind and i + 1 >= MAX_DEPTH:
+            c = Classified(Kind.OTHER, c.content)  # no level opens below MAX_DEPTH
+        if c.kind is Kind.HEADER:
+            if c.ind:
+                self._open(i, level.prefix + c.ind, ts)
+            elif i == 0 and level.plan.started:
+                # A new document at the top: e.g. selftests after KUnit.
+                self._close_document()
+                self._open_root(ts)
+            return
+        lv = self._open(i, level.prefix + c.ind, ts) if c.ind else level
+        if c.kind is Kind.SUBTEST:
+            if not lv.name and not lv.plan.count:
+                lv.name = c.text
+            else:
+                lv.diag.append(c.content.strip())
+            lv.own_log.append(line)
+        elif c.kind is Kind.PLAN and lv.plan.declare(c.text):
+            lv.own_log.append(line)
+        elif c.kind is Kind.RESULT:
+            self._result(len(self.stack) - 1 if c.ind else i, c, line, ts)
+        elif c.kind is Kind.BAIL:
+            self._close_below(i)
+            level.bailed = c.text or "(no reason given)"
+            level.own_log.append(line)
+        elif i < len(self.stack) - 1:
+            self.noise(line, ts)  # an outer level's line while a deeper one is open
+        elif i and not level.plan.started:
+            level.own_log.append(line)  # subtest metadata, e.g. "# module:"
+        else:
+            level.pending(line, ts, c.content.rstrip())  # a diagnostic
+
+    def _result(self, i: int, c: Classified, line: str, ts: str | None) -> None:
+        """A result of level @i: the level below it, if open, holds its
+        subtests; any deeper ones never reported."""
+        self._close_below(i + 1)
+        child = self.stack.pop() if len(self.stack) > i + 1 else None
+        children = self._finish_level(child) if child is not None else []
+        lv = self.stack[i]
+        position = c.num if c.num is not None else lv.plan.count + 1
+        lv.plan.add(_result_of(c, position, line, ts, lv, child, children), position)
+        lv.reset_pending()
+        lv.start_ts = ts
+
+
+@dataclass
+class ParseOutput:
+    tests: list[TestResult]
+    found_ktap: bool
+    crash: list[str]  # first crash text seen, if any
+    tail: list[str]  # last console lines, for failure messages
+    banner: str = ""  # the kernel's "Linux version ..." line (parse_stream), if any
+
+
+class Parser:
+    """Feed lines with feed(); finish() returns the tree. The parser reads
+    the console (printk prefixes, noise, crashes) and hands the lines that
+    may be KTAP to the tree."""
+
+    def __init__(self) -> None:
+        self.crash: list[str] = []
+        self.tree = _Tree(self.crash)
+        self.oops_left = 0
+        self.tail: deque[str] = deque(maxlen=60)
+
     def feed(self, raw: str) -> None:
         # "\r" on either side: "\r\n" and "\n\r" line endings alike.
         raw = raw.strip("\r\n")
@@ -305,10 +673,12 @@ class Parser:
             if m and m.end():
                 ts = m.group("ts")
                 line = raw[m.end():]
-        if close and not self.oops_left and self.stack and not line[:1].isspace() \
+        stack = self.tree.stack
+        if close and not self.oops_left and stack and not line[:1].isspace() \
                 and not _is_hot(line):
-            # Noise inside a test: only its log slice needs it.
-            lv = self.stack[-1]
+            # Noise inside a test: only its log slice needs it (the pending
+            # and append methods, inlined).
+            lv = stack[-1]
             if lv.start_ts is None:
                 lv.start_ts = raw[1:close]
             log = lv.log
@@ -321,341 +691,37 @@ class Parser:
                     log.dropped += 1
                 log.tail.append(line)
             return
-        if close:
-            ts = raw[1:close].strip()
+        self._line(line, raw[1:close].strip() if close else ts)
+
+    def _line(self, line: str, ts: str | None) -> None:
+        """A line past its printk prefix that the hot path left."""
         if self.oops_left:
             self.oops_left -= 1
             self._attach_crash(line)
             return
-        if not _is_hot(line) and (not self.stack or not line[:1].isspace()):
-            self._noise(line, ts)  # the inlined path above covers most lines
+        stack = self.tree.stack
+        if not _is_hot(line) and (not stack or not line[:1].isspace()):
+            self.tree.noise(line, ts)  # the inlined path in feed covers most lines
             return
         if _CRASH.search(line):
-            self._on_crash(line)
+            if not self.crash:
+                self.crash.append(line)
+            self.oops_left = OOPS_LINES
+            self._attach_crash(line)
             return
-        if not self.stack:
-            if "TAP version" not in line:
-                return
-        if self.doc_prefix:
-            if not line.startswith(self.doc_prefix):
-                if _HEADER_ANYWHERE.search(line):
-                    self._header_with_prefix(line, ts)
-                else:
-                    self._noise(line, ts)
-                return
-            line = line[len(self.doc_prefix):]
-        self._structured(line, ts)
-
-    def _header_with_prefix(self, line: str, ts: str | None) -> None:
-        """A header that starts a new document: after a foreign per-line
-        prefix ("kernel: KTAP version 1"), or indented or "# "-nested with
-        its top-level header lost ("# TAP version 13")."""
-        m = _HEADER_ANYWHERE.search(line)
-        assert m
-        pre = line[: m.start()]
-        self._close_document()
-        if pre.strip(" \t#"):
-            self.doc_prefix = pre
-            self._open_root(ts)
-        else:
-            self.doc_prefix = ""
-            self._open_root(ts, pre)
-
-    def _find_level(self, line: str) -> int:
-        for i in range(len(self.stack) - 1, -1, -1):
-            if line.startswith(self.stack[i].prefix):
-                return i
-        return -1
-
-    def _structured(self, line: str, ts: str | None) -> None:
-        hm = _HEADER.match(line)
-        if not self.stack:
-            if hm and not hm.group("ind").strip():
-                self._open_root(ts, hm.group("ind"))
-                return
-            if _HEADER_ANYWHERE.search(line):
-                self._header_with_prefix(line, ts)
-                return
-            self._noise(line, ts)
-            return
-        i = self._find_level(line)
-        if i < 0:
-            if hm:
-                # Less indented than the open document: a new one.
-                self._header_with_prefix(line, ts)
-            else:
-                self._noise(line, ts)
-            return
-        level = self.stack[i]
-        content = line[len(level.prefix):]
-        deepest = i + 1 >= MAX_DEPTH  # no level may open below this one
-        if hm:
-            m = _HEADER.match(content)
-            assert m
-            ind = m.group("ind")
-            if not ind:
-                if i == 0 and (level.count or level.plan is not None):
-                    # A new document at the top: e.g. selftests after KUnit.
-                    self._close_document()
-                    self._open_root(ts, self.stack[0].prefix if self.stack else "")
-                return
-            if not deepest:
-                self._open(i, level.prefix + ind, ts)
-                return
-        m = _SUBTEST.match(content)
-        if m and not (deepest and m.group("ind")):
-            if m.group("ind"):
-                lv = self._open_if_needed(i, level.prefix + m.group("ind"), ts)
-            else:
-                lv = level
-            if not lv.name and not lv.count:
-                lv.name = m.group("name").rstrip()
-            else:
-                lv.diag.append(content.strip())
-            lv.own_log.append(line)
-            return
-        m = _PLAN.match(content)
-        if m and not (deepest and m.group("ind")):
-            lv = level
-            if m.group("ind"):
-                lv = self._open_if_needed(i, level.prefix + m.group("ind"), ts)
-            if lv.plan is None and not lv.count:
-                lv.plan = _number(m.group("n"))
-                lv.plan_text = _shown(m.group("n"))
-                lv.own_log.append(line)
-                return
-        m = _RESULT.match(content)
-        if m and (m.group("num") or m.group("rest")) is not None \
-                and not (deepest and m.group("ind")):
-            lv_index = i
-            if m.group("ind"):
-                self._open_if_needed(i, level.prefix + m.group("ind"), ts)
-                lv_index = len(self.stack) - 1
-            self._result(lv_index, m, line, ts)
-            return
-        m = _BAIL.match(content)
-        if m:
-            self._bail(i, m.group("why"), line)
-            return
-        # A diagnostic, any other line at this level's indentation, or a
-        # line nested deeper than MAX_DEPTH.
-        if i == len(self.stack) - 1:
-            if not level.count and level.plan is None and level is not self.stack[0]:
-                level.own_log.append(line)  # subtest metadata, e.g. "# module:"
-                return
-            self._pending(level, line, ts, diagnostic=True, text=content.rstrip())
-        else:
-            self._noise(line, ts)
-
-    # -- levels ----------------------------------------------------------
-    def _open_root(self, ts: str | None, prefix: str = "") -> None:
-        self.found = True
-        self.stack = [_Level(prefix=prefix, budget=self.budget, start_ts=ts)]
-
-    def _open(self, parent: int, prefix: str, ts: str | None) -> _Level:
-        # Levels deeper than the parent that are still open belong to a
-        # test that never reported: close them first.
-        while len(self.stack) > parent + 1:
-            self._close_unreported(len(self.stack) - 1)
-        lv = _Level(prefix=prefix, budget=self.budget, start_ts=ts)
-        self.stack.append(lv)
-        return lv
-
-    def _open_if_needed(self, parent: int, prefix: str, ts: str | None) -> _Level:
-        if len(self.stack) > parent + 1 and self.stack[parent + 1].prefix == prefix:
-            return self.stack[parent + 1]
-        return self._open(parent, prefix, ts)
-
-    def _pending(self, lv: _Level, line: str, ts: str | None, diagnostic: bool,
-                 text: str = "") -> None:
-        if lv.start_ts is None:
-            lv.start_ts = ts
-        lv.log.append(line)
-        if diagnostic:
-            lv.diag.append(text or line)
-
-    def _noise(self, line: str, ts: str | None) -> None:
-        if self.stack:
-            self._pending(self.stack[-1], line, ts, diagnostic=False)
-
-    def _result(self, i: int, m: re.Match, line: str, ts: str | None) -> None:
-        # Deeper levels are the children of this result.
-        children: list[TestResult] = []
-        child_level: _Level | None = None
-        while len(self.stack) > i + 1:
-            if len(self.stack) == i + 2:
-                child_level = self.stack[-1]
-                children = self._finish_level(child_level)
-                self.stack.pop()
-            else:
-                self._close_unreported(len(self.stack) - 1)
-        lv = self.stack[i]
-        name, directive, reason = _parse_result_rest(m.group("rest") or "")
-        if not name and child_level is not None:
-            name = child_level.name
-        number = _number(m.group("num")) if m.group("num") else None
-        position = number if number is not None else lv.count + 1
-        ok = not m.group("not")
-        status = _status(ok, directive)
-        log = lv.log.lines() + [line]
-        diagnostics = lv.diag.lines()
-        if child_level is not None:
-            log = child_level.own_log.lines() + log
-            if child_level.bailed is not None:
-                diagnostics.append(f"Bail out! {child_level.bailed}")
-        start = lv.start_ts if lv.start_ts is not None else (
-            child_level.start_ts if child_level else None)
-        duration = _duration(start, ts)
-        if ok and status == Status.PASS and any(
-            c.status == Status.CRASHED for c in children
-        ):
-            status = Status.CRASHED
-            reason = reason or "a subtest never reported"
-        result = TestResult(
-            name=name or f"unnamed-{position}",
-            status=status,
-            number=number if number is not None and number < NUMBER_LIMIT else None,
-            directive=directive,
-            reason=reason,
-            diagnostics=diagnostics,
-            log=log,
-            duration=duration,
-            children=children,
-        )
-        self._add(lv, result, position)
-        lv.reset_pending()
-        lv.start_ts = ts
-
-    def _add(self, lv: _Level, result: TestResult, position: int) -> None:
-        """Record a level's result: kept while the budget lasts, then only
-        counted. A result past the plan fails."""
-        lv.count += 1
-        lv.reported.add(position)
-        if lv.plan is not None and position > lv.plan:
-            if result.status.is_ok:
-                result.status = Status.FAIL
-            shown = position if position < NUMBER_LIMIT else f"{NUMBER_LIMIT} or more"
-            result.reason = "; ".join(filter(None, (
-                f"result {shown} is beyond the plan 1..{lv.plan_text}", result.reason)))
-        if self.budget.results > 0:
-            self.budget.results -= 1
-            lv.results.append(result)
-            lv.numbers.append(position)
-        else:
-            lv.unkept[result.status] += 1
-
-    def _bail(self, i: int, why: str, line: str) -> None:
-        while len(self.stack) > i + 1:
-            self._close_unreported(len(self.stack) - 1)
-        lv = self.stack[i]
-        lv.bailed = why or "(no reason given)"
-        lv.own_log.append(line)
-
-    def _finish_level(self, lv: _Level) -> list[TestResult]:
-        """The level's results, with the numbers its plan declared but that
-        never reported in their place, and a count of the results not kept.
-        Without a plan nothing is invented: a crash there is the console's
-        (the caller reports it)."""
-        out = _merge(lv.results, lv.numbers, self._missing(lv))
-        if lv.unkept:
-            n = sum(lv.unkept.values())
-            worst = next(s for s in _WORST_FIRST if lv.unkept[s])
-            counts = ", ".join(f"{lv.unkept[s]} {s.value}" for s in _WORST_FIRST
-                               if lv.unkept[s])
-            out.append(TestResult(
-                name=f"more-{n}-results", status=worst,
-                reason=f"{n} more results, counted but not kept ({counts})"))
-        return out
-
-    def _missing(self, lv: _Level) -> list[TestResult]:
-        """The plan's numbers that never reported: one test each up to
-        MISSING_LIMIT, then one test for all the others."""
-        if lv.plan is None:
-            return []
-        status = Status.ERROR if lv.bailed is not None else Status.CRASHED
-        ended = self._missing_reason(lv)
-        # The first number after the last result was running at the end.
-        running = lv.reported.highest + 1
-        keep = min(MISSING_LIMIT, self.budget.missing)
-        out: list[TestResult] = []
-        first_unlisted = left = 0
-        for lo, hi in lv.reported.gaps(lv.plan):
-            take = min(hi - lo + 1, max(0, keep - len(out)))
-            for n in range(lo, lo + take):
-                skipped = n < running  # a later number reported
-                out.append(TestResult(
-                    name=f"missing-{n}", number=n,
-                    status=Status.ERROR if skipped else status,
-                    reason="no result with this number, though later tests reported"
-                    if skipped else ended,
-                    diagnostics=lv.diag.lines() if n == running else [],
-                    log=lv.log.lines() if n == running else []))
-            if take <= hi - lo:
-                first_unlisted = first_unlisted or lo + take
-                left += hi - lo + 1 - take
-        self.budget.missing -= len(out)
-        if left:
-            exact = str(lv.plan) == lv.plan_text
-            out.append(TestResult(
-                name=f"missing-{first_unlisted}..{lv.plan_text}", status=status,
-                reason=f"{left if exact else 'many'} more declared tests, up to "
-                       f"{lv.plan_text}, never reported: {ended}"))
-        return out
-
-    def _missing_reason(self, lv: _Level) -> str:
-        if lv.bailed is not None:
-            return f"Bail out! {lv.bailed}"
-        if self.crash:
-            return f"kernel crashed: {self.crash[0].strip()}"
-        return "no result: output ended or the test hung"
-
-    def _close_unreported(self, index: int) -> None:
-        """Close a level whose parent never printed its result line."""
-        lv = self.stack[index]
-        children = self._finish_level(lv)
-        self.stack.pop()
-        parent = self.stack[index - 1] if index > 0 else None
-        result = TestResult(
-            name=lv.name or "unnamed",
-            status=Status.CRASHED,
-            reason=self._missing_reason(lv),
-            diagnostics=(parent.diag.lines() if parent else []),
-            log=lv.own_log.lines(),
-            children=children,
-        )
-        if parent is not None:
-            self._add(parent, result, parent.count + 1)
-            parent.reset_pending()
-        else:
-            self.roots.append(result)
-
-    def _close_document(self) -> None:
-        while len(self.stack) > 1:
-            self._close_unreported(len(self.stack) - 1)
-        if self.stack:
-            self.roots.extend(self._finish_level(self.stack[0]))
-            self.stack = []
-
-    # -- crashes -----------------------------------------------------------
-    def _on_crash(self, line: str) -> None:
-        if not self.crash:
-            self.crash = [line]
-        self.oops_left = OOPS_LINES
-        self._attach_crash(line)
+        if stack or "TAP version" in line:
+            self.tree.take(line, ts)
 
     def _attach_crash(self, line: str) -> None:
-        if self.stack:
-            lv = self.stack[-1]
-            lv.diag.append(line)
-            lv.log.append(line)
-        if len(self.crash) < OOPS_LINES:
-            self.crash.append(line) if line not in self.crash[:1] else None
+        self.tree.attach(line)
+        if len(self.crash) < OOPS_LINES and line not in self.crash[:1]:
+            self.crash.append(line)
         if "end Kernel panic" in line or "---[ end trace" in line:
             self.oops_left = 0
 
     def finish(self) -> ParseOutput:
-        self._close_document()
-        return ParseOutput(self.roots, self.found, self.crash, list(self.tail))
+        roots = self.tree.finish()
+        return ParseOutput(roots, self.tree.found, self.crash, list(self.tail))
 
 
 GZIP_MAGIC = b"\x1f\x8b"
