@@ -47,6 +47,14 @@ class Arch:
     boot_cost: float  # seconds of one boot
     config: str  # base config fragment, merged on top of allnoconfig
     default: bool  # in the default set (no --arch); runner matrix lists every arch
+    # How it boots: "vng" (virtme-ng and its userspace: the whole suite, with
+    # vng --arch @vng_arch) or "qemu" (QEMU alone with @qemu_args and a
+    # serial @console: KUnit only, no userspace, for the reason @why).
+    boot_via: str
+    vng_arch: str = ""
+    qemu_args: tuple[str, ...] = ()
+    console: str = ""
+    why: str = ""
     # Kernel arguments that make the guest power off when QEMU runs with
     # -no-reboot (x86 reboots by triple fault); none where PSCI/SBI does it.
     cmdline: tuple[str, ...] = ()
@@ -57,6 +65,11 @@ class Arch:
         """Runs on this host's CPU: no cross compiler, KVM possible, and
         the guest can use the host's root."""
         return host_machine() in self.uname
+
+    @property
+    def kunit_only(self) -> bool:
+        """Boots without userspace: only the KUnit suites run."""
+        return self.boot_via == "qemu"
 
     @property
     def cross_compile(self) -> str:
@@ -71,7 +84,7 @@ class Arch:
 def _load(path: Path) -> Arch:
     try:
         r = tomllib.loads(path.read_text())
-        pkgs, guest, cost = r["packages"], r["guest"], r["cost"]
+        pkgs, guest, cost, boot = r["packages"], r["guest"], r["cost"], r["boot"]
         arch = Arch(
             name=r["name"], uname=tuple(r["uname"]), kernel_arch=r["kernel_arch"],
             cross_prefix=r["cross_compile"], image=r["image"], qemu=r["qemu"],
@@ -79,7 +92,9 @@ def _load(path: Path) -> Arch:
             libc=tuple(pkgs["libc"]), extra_packages=tuple(pkgs.get("extra", ())),
             deb_arch=guest["deb_arch"], build_cost=float(cost["build"]),
             boot_cost=float(cost["boot"]), config=r["config"]["fragment"].lstrip("\n"),
-            default=bool(r["default"]),
+            default=bool(r["default"]), boot_via=boot["via"],
+            vng_arch=boot.get("vng_arch", ""), qemu_args=tuple(boot.get("qemu_args", ())),
+            console=boot.get("console", ""), why=boot.get("why", ""),
             cmdline=tuple(r.get("cmdline", ())), record=path)
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"arch record {path} is malformed ({type(e).__name__}: {e}): "
@@ -87,6 +102,10 @@ def _load(path: Path) -> Arch:
     if arch.name != path.stem or len(arch.libc) != 2:
         raise UserError(f"arch record {path}: its name must be its file's ({path.stem}) "
                         "and libc a [path, package] pair")
+    if not ((arch.boot_via == "vng" and arch.vng_arch)
+            or (arch.boot_via == "qemu" and arch.console and arch.why)):
+        raise UserError(f"arch record {path}: [boot] needs via = \"vng\" with vng_arch, or "
+                        "via = \"qemu\" with console and why (see i386.toml)")
     return arch
 
 
@@ -109,6 +128,15 @@ def host_arch(arches: dict[str, Arch] = ARCHES) -> str:
             return a.name
     raise UserError(f"this host's arch ({machine}) has no record in kernel/arches/: "
                     f"give --arch, from: {', '.join(arches)}")
+
+
+def kunit_only_reason(name: str, arches: dict[str, Arch] = ARCHES) -> str:
+    """Why no program runs on arch @name (a skip reason: runner/skips.py),
+    or "" where the whole suite runs (or @name is no arch of ours)."""
+    arch = arches.get(name)
+    if arch is None or not arch.kunit_only:
+        return ""
+    return f"{name} boots KUnit only: {arch.why} (kernel/arches/{name}.toml)"
 
 
 def packages(arches: dict[str, Arch] = ARCHES) -> tuple[list[str], list[str]]:

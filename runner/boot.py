@@ -21,6 +21,7 @@ from pathlib import Path
 from runner import kvm, rootfs, tools
 from runner.cache import Cache
 from runner.errors import UserError
+from runner.selection import KUNIT_SHUTDOWN
 from runner.guest import MARKS, OUT_DIR, SELFTESTS, Inputs, Outputs
 from runner.guest import MODULES as MODULE_DIR
 from runner.targets import Target
@@ -101,7 +102,8 @@ def vng_env() -> dict[str, str]:
 
 
 def require_tools(target: Target) -> None:
-    tools.require({vng_path(): tools.BOOT_TOOLS["vng"]}, "booting a test kernel")
+    if not target.arch.kunit_only:
+        tools.require({vng_path(): tools.BOOT_TOOLS["vng"]}, "booting a test kernel")
     tools.require({target.arch.qemu: target.arch.qemu_package},
                   f"booting an {target.arch.name} kernel")
 
@@ -171,8 +173,19 @@ def vng_command(req: BootRequest) -> list[str]:
     for a in list(req.target.arch.cmdline) + list(req.append):
         cmd += ["--append", a]
     if not req.target.arch.native:
-        cmd += ["--arch", req.target.arch.name]
+        cmd += ["--arch", req.target.arch.vng_arch]
     return cmd
+
+
+def qemu_command(req: BootRequest) -> list[str]:
+    """A KUnit-only arch (its record's [boot] via = "qemu"): QEMU alone, no
+    userspace, the console on the serial line; the kernel restarts after
+    KUnit and -no-reboot makes that an exit."""
+    arch = req.target.arch
+    args = [f"console={arch.console}", *arch.cmdline, *req.append, KUNIT_SHUTDOWN]
+    return [arch.qemu, *arch.qemu_args, "-m", req.memory, "-smp", str(req.cpus),
+            "-accel", req.accel, "-nographic", "-no-reboot", "-monitor", "none",
+            "-kernel", str(req.image), "-append", " ".join(args)]
 
 
 def boot(req: BootRequest) -> Boot:
@@ -182,7 +195,7 @@ def boot(req: BootRequest) -> Boot:
     rundir.mkdir(parents=True, exist_ok=True)
     req.outputs.clear()
     console = rundir / "console.log"
-    cmd = vng_command(req)
+    cmd = qemu_command(req) if req.target.arch.kunit_only else vng_command(req)
     (rundir / "boot-command").write_text(shlex.join(cmd) + "\n")
     start = time.monotonic()
     with open(console, "wb") as out:

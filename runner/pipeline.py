@@ -16,6 +16,7 @@ from pathlib import Path
 from runner import (boot, build, console_checks, contracts, guest, kinds, known_issues, ktap,
                     rootfs, shard, skips, source, timings, tools)
 from runner.cache import Cache
+from runner.arches import kunit_only_reason
 from runner.errors import InfraError, UserError
 from runner.guest import Outputs
 from runner.cases import Suite
@@ -68,21 +69,25 @@ def guest_trouble(run: RunResult) -> str:
 
 def add_missing_expected(tests: list[TestResult], reason: str,
                          feature: bool = True, upstream: list[Suite] | None = None,
-                         only: Selection | None = None) -> None:
+                         only: Selection | None = None, no_programs: str = "") -> None:
     """Adds every case our sources declare that the kernel never reported
     (of those @only selected).
 
-    Without the feature the KUnit suites cannot be built in: their cases
-    are skipped with that reason instead of failing."""
+    Without the feature the KUnit suites cannot be built in, and on an arch
+    that boots KUnit only (@no_programs says why) no program runs: their
+    cases are skipped with that reason instead of failing."""
     by_name = {t.name: t for t in tests}
     needs_feature = kinds.names(lambda k: k.needs_feature)
+    programs = {s.name for s in program_suites(upstream)}
     expected = expected_suites(upstream)
     for suite in only.restrict(expected) if only else expected:
-        if not feature and suite.name in needs_feature:
+        why_not = (NO_FEATURE if not feature and suite.name in needs_feature
+                   else no_programs if suite.name in programs else "")
+        if why_not:
             if suite.name not in by_name:
                 tests.append(TestResult(
-                    name=suite.name, status=Status.SKIP, reason=NO_FEATURE,
-                    children=[TestResult(name=c, status=Status.SKIP, reason=NO_FEATURE)
+                    name=suite.name, status=Status.SKIP, reason=why_not,
+                    children=[TestResult(name=c, status=Status.SKIP, reason=why_not)
                               for c in suite.cases]))
             continue
         found = by_name.get(suite.name)
@@ -180,7 +185,7 @@ def results_from_console(console: Path, info: RunInfo, completed: bool,
     if outputs is not None:
         parsed.tests += selftest_results(outputs, upstream)
     add_missing_expected(parsed.tests, _why_unreported(parsed, info, completed), feature,
-                         upstream, only)
+                         upstream, only, kunit_only_reason(info.arch))
     return results_from_parsed(parsed, info, completed, console, tree)
 
 
@@ -255,6 +260,8 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
     inputs = _guest(opts, src, target, built, rundir, root)
     guest_build = time.monotonic() - started - rootfs_time
     asked = opts.only.cmdline() if opts.only else []
+    if target.arch.kunit_only:
+        asked.append(KUNIT_SHUTDOWN)  # no userspace: KUnit's end is the guest's
     # The user's own options come last: theirs win.
     b = boot.boot(boot.BootRequest(
         target, built.image, rundir, opts.boot_timeout,
@@ -297,8 +304,11 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
 
 def guest_root(opts: RunContext, target: Target) -> Path | None:
     """The root a guest of @target runs on: None for the host's own, else
-    the arch's root made by runner/rootfs.py."""
-    return None if target.arch.native else rootfs.prepare(opts.cache, target.arch)
+    the arch's root made by runner/rootfs.py; none for an arch that boots
+    KUnit only."""
+    if target.arch.native or target.arch.kunit_only:
+        return None
+    return rootfs.prepare(opts.cache, target.arch)
 
 
 def _guest(opts: RunContext, src: source.PreparedSource, target: Target,
@@ -306,7 +316,7 @@ def _guest(opts: RunContext, src: source.PreparedSource, target: Target,
     """The guest runs the selftests asked for and their helper modules, on
     the host's root or its arch's own (@root)."""
     indir = rundir / guest.IN_DIR
-    if opts.only and opts.only.kunit_only():
+    if (opts.only and opts.only.kunit_only()) or target.arch.kunit_only:
         return guest.stage(indir, root=root)  # the kernel restarts before init
     with build.locked(built):
         selftests = build.build_selftests(opts.cache, src, target, built)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from runner.arches import kunit_only_reason
 from runner.results import RunResult, Status
 
 OPTION = "sysctl.vm.mem_profiling="
@@ -98,6 +99,14 @@ def _only_x86_64(_m: re.Match, f: Facts) -> str:
     return "the arch is x86_64, where it is built" if f.arch == "x86_64" else ""
 
 
+def _kunit_only(m: re.Match, f: Facts) -> str:
+    """True on the arch it names, when its record boots it without userspace."""
+    if m.group("arch") != f.arch:
+        return f"the arch is {f.arch}, not {m.group('arch')}"
+    return "" if kunit_only_reason(f.arch) == m.group(0) else \
+        f"{f.arch}'s record (kernel/arches/) boots it with userspace"
+
+
 def _environment(_m: re.Match, _f: Facts) -> str:
     return ""  # memory layout under TCG: nothing the runner knows contradicts it
 
@@ -125,6 +134,7 @@ VOCABULARY: tuple[tuple[re.Pattern, Rule], ...] = tuple((re.compile(rx), rule) f
      _contract("COMPRESSED_SYSCTL", "no")),
     (r"not built as a 32-bit program.*", _only_x86_64),
     (r"memcg adds per-object extras.*", lambda _m, f: _config_on(re.match(r"(.*)", "MEMCG"), f)),
+    (r"(?P<arch>\S+) boots KUnit only: .*", _kunit_only),
     (r"no huge page was allocated \(smaps: AnonHugePages \d+ kB\)", _environment),
     (r"compaction (?:moved none of the test's pages|migrated no page) in \d+ tries",
      _environment),

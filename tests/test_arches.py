@@ -48,7 +48,7 @@ def test_an_arm64_host_runs_arm64_natively(monkeypatch, tmp_path):
                                                            "tcg", inputs))
             for t in targets("arm64,x86_64", "default")}
     assert "--arch" not in cmds["arm64"]
-    assert cmds["x86_64"][cmds["x86_64"].index("--arch") + 1] == "x86_64"
+    assert cmds["x86_64"][cmds["x86_64"].index("--arch") + 1] == "amd64"  # vng's name for it
 
 
 def test_a_host_with_no_record_is_one_line(monkeypatch):
@@ -91,3 +91,32 @@ def test_install_reads_the_records_with_the_system_python():
         assert a.qemu_package in out
         if not a.native:
             assert {a.compiler_package, a.libc[1]} <= set(out)
+
+
+def test_a_kunit_only_arch_boots_qemu_alone_and_skips_programs_truly(tmp_path):
+    """[boot] via = "qemu": QEMU with the record's machine and console,
+    restart after KUnit, no userspace; its programs skip with a reason the
+    skip checker holds true on that arch only."""
+    from runner import skips
+    from runner.guest import stage
+    from runner.results import Status, TestResult
+    [t] = targets("i386", "default")
+    assert t.arch.kunit_only and t.arch.why
+    req = boot.BootRequest(t, tmp_path / "bzImage", tmp_path, 60, "tcg", stage(tmp_path / "in"),
+                           append=("kunit.filter_glob=x",))
+    cmd = boot.qemu_command(req)
+    assert cmd[0] == "qemu-system-i386" and "-no-reboot" in cmd and "vng" not in " ".join(cmd)
+    assert cmd[cmd.index("-append") + 1] == \
+        "console=ttyS0 reboot=t kunit.filter_glob=x kunit_shutdown=reboot"
+    why = arches.kunit_only_reason("i386")
+    assert why.startswith("i386 boots KUnit only: ") and arches.kunit_only_reason("x86_64") == ""
+    tests: list[TestResult] = []
+    from runner import pipeline
+    pipeline.add_missing_expected(tests, "never reported", no_programs=why)
+    programs = {s.name for s in pipeline.program_suites()}
+    assert {r.name for r in tests if r.status == Status.SKIP} == programs
+    assert {r.name for r in tests if r.status == Status.CRASHED} == \
+        {s.name for s in pipeline.expected_suites()} - programs
+    for arch, wrong in (("i386", ""), ("x86_64", "the arch is x86_64, not i386")):
+        facts = skips.Facts({}, {}, None, arch)
+        assert skips.why_false(why, facts) == wrong
