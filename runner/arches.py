@@ -55,6 +55,9 @@ class Arch:
     qemu_args: tuple[str, ...] = ()
     console: str = ""
     why: str = ""
+    # Why its guest has no transparent huge pages though the kernel has THP
+    # ("" where it has them): the THP tests' skip is true only then.
+    no_huge_pages: str = ""
     # Kernel arguments that make the guest power off when QEMU runs with
     # -no-reboot (x86 reboots by triple fault); none where PSCI/SBI does it.
     cmdline: tuple[str, ...] = ()
@@ -65,6 +68,11 @@ class Arch:
         """Runs on this host's CPU: no cross compiler, KVM possible, and
         the guest can use the host's root."""
         return host_machine() in self.uname
+
+    @property
+    def srcarch(self) -> str:
+        """The kernel's directory under arch/ (SRCARCH)."""
+        return "x86" if self.kernel_arch in ("x86_64", "i386") else self.kernel_arch
 
     @property
     def kunit_only(self) -> bool:
@@ -95,6 +103,7 @@ def _load(path: Path) -> Arch:
             default=bool(r["default"]), boot_via=boot["via"],
             vng_arch=boot.get("vng_arch", ""), qemu_args=tuple(boot.get("qemu_args", ())),
             console=boot.get("console", ""), why=boot.get("why", ""),
+            no_huge_pages=guest.get("no_huge_pages", ""),
             cmdline=tuple(r.get("cmdline", ())), record=path)
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"arch record {path} is malformed ({type(e).__name__}: {e}): "
@@ -148,7 +157,7 @@ def packages(arches: dict[str, Arch] = ARCHES) -> tuple[list[str], list[str]]:
         pkgs += [a.qemu_package, *a.extra_packages]
         if not a.native:
             pkgs += [a.compiler_package, a.libc[1]]
-            if a.deb_arch:
+            if a.deb_arch and not a.kunit_only:  # a KUnit-only guest has no root
                 foreign.append(a.deb_arch)
     return sorted(set(pkgs)), sorted(set(foreign))
 

@@ -299,9 +299,11 @@ def build_selftests(cache: Cache, src: PreparedSource, target: Target, built: Bu
     cc = compiler(target)
     hdr = _headers(cache, src, target, built)
     # The tree's contracts beside our selftests' sources, so that plain
-    # "make run_tests" in the tree installs them too (TEST_FILES).
-    contract = contracts.text(contracts.read(src.tree, src.layout))
-    overlay.write_if_changed(src.tree / OUR_SELFTESTS / contracts.CONTRACT_FILE, contract)
+    # "make run_tests" in the tree installs them too (TEST_FILES); those of
+    # the arch only beside the programs built for it.
+    overlay.write_if_changed(src.tree / OUR_SELFTESTS / contracts.CONTRACT_FILE,
+                             contracts.text(contracts.read(src.tree, src.layout)))
+    contract = contracts.text(contracts.read(src.tree, src.layout, target.arch.srcarch))
     sources = [OUR_SELFTESTS] + ([UPSTREAM_SELFTESTS] if src.layout.upstream_selftests else [])
     stamp = built.build_dir / ".allocprof-selftests"
     # Userspace programs: the kernel's own rebuilds leave them as they are.
@@ -310,6 +312,7 @@ def build_selftests(cache: Cache, src: PreparedSource, target: Target, built: Bu
         src.tree / "tools/testing/selftests/kselftest.h", hdr / "linux"],
         src.key, src.source_id, *_compilers(cc))
     if out.is_dir() and stamp.exists() and stamp.read_text() == fp:
+        overlay.write_if_changed(out / contracts.CONTRACT_FILE, contract)
         return out
     stamp.unlink(missing_ok=True)
     shutil.rmtree(out, ignore_errors=True)

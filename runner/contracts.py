@@ -37,6 +37,7 @@ class Source:
 
     tree: Path
     layout: TreeLayout
+    srcarch: str = ""  # arch/<it> of the kernel built; "" when none is (arch contracts unread)
 
     def read(self, rel: str) -> str:
         try:
@@ -69,6 +70,7 @@ class Contract:
     what: str  # the behaviour, as the tests assert it
     why: str  # why this is a contract upstream chose, not a bug fix
     probe: Callable[[Source], str | None]  # None: the code is not as any record knows
+    per_arch: bool = False  # read for the arch built: not in a tree's arch-less reading
 
 
 def _allocinfo_version(s: Source) -> str | None:
@@ -146,6 +148,28 @@ def _module_tags(s: Source) -> str:
     return "kept" if re.search(r"used \? &unloaded_mod", release) else "freed"
 
 
+def _module_counters(s: Source) -> str | None:
+    """Whether a module's tags each count, or all share one counter: on an
+    arch whose modules need weak per-CPU variables the header gives every
+    module tag the one _shared_alloc_tag.  6.x: the arch's asm/percpu.h
+    defines ARCH_NEEDS_WEAK_PER_CPU (s390, alpha); 7.x: its Kconfig selects
+    ARCH_MODULE_NEEDS_WEAK_PER_CPU (alpha; s390 no longer)."""
+    header = s.read("include/linux/alloc_tag.h")
+    if "_shared_alloc_tag" not in header:
+        return "per-tag"
+    if not s.srcarch:
+        return None
+    if "CONFIG_ARCH_MODULE_NEEDS_WEAK_PER_CPU" in header:
+        kconfig = s.read(f"arch/{s.srcarch}/Kconfig")
+        weak = re.search(r"^\s*select ARCH_MODULE_NEEDS_WEAK_PER_CPU\b", kconfig, re.M)
+    elif "ARCH_NEEDS_WEAK_PER_CPU" in header:
+        percpu = s.read(f"arch/{s.srcarch}/include/asm/percpu.h")
+        weak = re.search(r"^#define ARCH_NEEDS_WEAK_PER_CPU\b", percpu, re.M)
+    else:
+        return None
+    return "shared" if weak else "per-tag"
+
+
 def _showmem_header(s: Source) -> str | None:
     text = s.read("mm/show_mem.c")
     if "Memory allocations (profiling is currently turned %s):" in text:
@@ -207,6 +231,14 @@ CONTRACTS = (
              "blocks by another module is safe)",
              "module tags moved into an area of their own that outlives the module",
              _module_tags),
+    Contract("MODULE_COUNTERS", ("shared", "per-tag"),
+             "a module's tags: per-tag: each counts its own allocations; shared: every "
+             "module tag reads the one counter all module allocations are charged to "
+             "(modules with weak per-CPU variables: s390 and alpha in 6.x, alpha in 7.x)",
+             "the header says so on purpose (\"we will account all module allocations to "
+             "a single counter\"); which arches need it is the arch's choice. Arch-dependent: "
+             "read for the arch of each build",
+             _module_counters, per_arch=True),
     Contract("SHOWMEM_HEADER", ("plain", "state"),
              "show_mem's header: plain: 'Memory allocations:'; state: 'Memory allocations "
              "(profiling is currently turned on|off):'",
@@ -218,11 +250,14 @@ CONTRACTS = (
 )
 
 
-def read(tree: Path, layout: TreeLayout) -> dict[str, str]:
-    """Every contract of the tree, by name."""
-    src = Source(tree, layout)
+def read(tree: Path, layout: TreeLayout, srcarch: str = "") -> dict[str, str]:
+    """Every contract of the tree, by name; those that depend on the arch
+    only for @srcarch (the directory under arch/ of the kernel built)."""
+    src = Source(tree, layout, srcarch)
     out = {}
     for c in CONTRACTS:
+        if c.per_arch and not srcarch:
+            continue
         value = c.probe(src)
         if value not in c.values:
             raise UserError(

@@ -273,7 +273,7 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
                    console=str(b.console), boot=b.accel,
                    selection=f"{len(opts.only.cases)} cases asked for" if opts.only else "",
                    kernel=build.check_booted(built, b.console),
-                   contracts=contracts.read(src.tree, src.layout))
+                   contracts=contracts.read(src.tree, src.layout, target.arch.srcarch))
     # Under kunit_shutdown=reboot the kernel restarts before vng's --exec
     # could run (vng then exits 255): the restart line is the finish.
     done = b.outputs.done.exists() or (

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runner.arches import kunit_only_reason
+from runner.arches import ARCHES, kunit_only_reason
 from runner.results import RunResult, Status
 
 OPTION = "sysctl.vm.mem_profiling="
@@ -107,6 +107,15 @@ def _kunit_only(m: re.Match, f: Facts) -> str:
         f"{f.arch}'s record (kernel/arches/) boots it with userspace"
 
 
+def _no_huge_pages(_m: re.Match, f: Facts) -> str:
+    """True only on an arch whose record says its guest has none."""
+    if f.config.get("CONFIG_TRANSPARENT_HUGEPAGE") != "y":
+        return "the kernel has no CONFIG_TRANSPARENT_HUGEPAGE"
+    arch = ARCHES.get(f.arch)
+    return "" if arch and arch.no_huge_pages else \
+        f"{f.arch}'s guests have huge pages (its record in kernel/arches/ says nothing else)"
+
+
 def _environment(_m: re.Match, _f: Facts) -> str:
     return ""  # memory layout under TCG: nothing the runner knows contradicts it
 
@@ -135,6 +144,8 @@ VOCABULARY: tuple[tuple[re.Pattern, Rule], ...] = tuple((re.compile(rx), rule) f
     (r"not built as a 32-bit program.*", _only_x86_64),
     (r"memcg adds per-object extras.*", lambda _m, f: _config_on(re.match(r"(.*)", "MEMCG"), f)),
     (r"(?P<arch>\S+) boots KUnit only: .*", _kunit_only),
+    (r"no huge pages on this machine: no /sys/kernel/mm/transparent_hugepage",
+     _no_huge_pages),
     (r"no huge page was allocated \(smaps: AnonHugePages \d+ kB\)", _environment),
     (r"compaction (?:moved none of the test's pages|migrated no page) in \d+ tries",
      _environment),

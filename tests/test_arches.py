@@ -120,3 +120,14 @@ def test_a_kunit_only_arch_boots_qemu_alone_and_skips_programs_truly(tmp_path):
     for arch, wrong in (("i386", ""), ("x86_64", "the arch is x86_64, not i386")):
         facts = skips.Facts({}, {}, None, arch)
         assert skips.why_false(why, facts) == wrong
+
+
+def test_no_huge_pages_is_true_only_where_the_record_says_so():
+    from runner import skips
+    reason = "no huge pages on this machine: no /sys/kernel/mm/transparent_hugepage"
+    thp = {"CONFIG_TRANSPARENT_HUGEPAGE": "y"}
+    assert arches.ARCHES["s390x"].no_huge_pages
+    assert skips.why_false(reason, skips.Facts(thp, {}, None, "s390x")) == ""
+    assert "have huge pages" in skips.why_false(reason, skips.Facts(thp, {}, None, "x86_64"))
+    assert "no CONFIG_TRANSPARENT_HUGEPAGE" in skips.why_false(
+        reason, skips.Facts({}, {}, None, "s390x"))

@@ -131,3 +131,14 @@ def test_readme_contract_table_is_generated_from_the_records():
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert contracts.table() in readme, "run: runner contracts --table, and paste it"
+
+
+def test_module_counters_follow_the_arch_and_the_tree(real_tree):
+    """Weak per-CPU module variables give every module tag one counter:
+    s390 and alpha on 6.12 (asm/percpu.h), alpha only on 7.3 (Kconfig)."""
+    version, src = real_tree
+    shared = {"6.12": {"s390", "alpha"}, "7.3": {"alpha"}}[version]
+    for srcarch in ("x86", "arm64", "riscv", "arm", "s390", "alpha", "powerpc"):
+        got = contracts.read(src.tree, src.layout, srcarch)["MODULE_COUNTERS"]
+        assert got == ("shared" if srcarch in shared else "per-tag"), srcarch
+    assert "MODULE_COUNTERS" not in contracts.read(src.tree, src.layout)

@@ -6,7 +6,9 @@
  * reports once per leaking tag and still succeeds. The kernel's source
  * says how (alloc_tag.contract): UNLOAD_REPORT "warn" is a WARN (taint W)
  * followed by "cannot unload cleanly", "info" one pr_info per tag; with
- * MODULE_TAGS "kept" the tags' counters outlive the module.
+ * MODULE_TAGS "kept" the tags' counters outlive the module. MODULE_COUNTERS
+ * "shared" (modules with weak per-CPU variables) gives every module tag one
+ * counter, charged by all module allocations: each tag reads the total.
  *
  * The helper module is module/alloc_tag_test_mod.c, built against the
  * kernel under test, in module/ beside this program (see helper_module()).
@@ -125,23 +127,29 @@ TEST(load_shows_module_tags)
 	const char *path;
 	long ps = sysconf(_SC_PAGESIZE);
 	struct site init, alloc, rcu;
+	long rcu_size, total;
+	int shared;
 
 	NEED_MODULE(path);
+	NEED_CONTRACT(shared, "MODULE_COUNTERS", "shared");
 	ASSERT_EQ(0, load(path, ""));
 	module_lines("alloc_tag_test_mod_init", &init);
 	module_lines("alloc_tag_test_mod_alloc", &alloc);
 	/* The object its exit frees through kfree_rcu(): the slab size. */
 	module_lines("alloc_tag_test_mod_rcu_obj", &rcu);
+	rcu_size = param("rcu_size");
+	/* The first module loaded here: the shared counter holds only its own. */
+	total = rcu_size + (INIT_PAGES + ALLOC_PAGES) * ps;
 	EXPECT_EQ(1, rcu.found);
-	EXPECT_EQ(param("rcu_size"), rcu.bytes);
-	EXPECT_EQ(1, rcu.calls);
+	EXPECT_EQ(shared ? total : rcu_size, rcu.bytes);
+	EXPECT_EQ(shared ? 3 : 1, rcu.calls);
 	EXPECT_EQ(1, init.found);
-	EXPECT_EQ(INIT_PAGES * ps, init.bytes);
-	EXPECT_EQ(1, init.calls);
+	EXPECT_EQ(shared ? total : INIT_PAGES * ps, init.bytes);
+	EXPECT_EQ(shared ? 3 : 1, init.calls);
 	EXPECT_EQ(param("init_line"), init.line);
 	EXPECT_EQ(1, alloc.found);
-	EXPECT_EQ(ALLOC_PAGES * ps, alloc.bytes);
-	EXPECT_EQ(1, alloc.calls);
+	EXPECT_EQ(shared ? total : ALLOC_PAGES * ps, alloc.bytes);
+	EXPECT_EQ(shared ? 3 : 1, alloc.calls);
 	EXPECT_EQ(param("alloc_line"), alloc.line);
 	ASSERT_EQ(0, unload());
 }
@@ -166,14 +174,15 @@ TEST(leaking_unload_reports_each_tag_once)
 	long ps = sysconf(_SC_PAGESIZE);
 	static char log[65536];
 	int init_line, alloc_line;
-	long taint_before;
+	long taint_before, leaked;
 	char want[256];
 	struct site s;
-	int warns;
+	int warns, shared;
 
 	NEED_MODULE(path);
 	/* UNLOAD_REPORT: a WARN per tag and taint W, or one pr_info per tag. */
 	NEED_CONTRACT(warns, "UNLOAD_REPORT", "warn");
+	NEED_CONTRACT(shared, "MODULE_COUNTERS", "shared");
 	ASSERT_EQ(0, load(path, "leak=1"));
 	/* After the load, which may taint O (and E) the first time. */
 	taint_before = taint_flags();
@@ -182,13 +191,18 @@ TEST(leaking_unload_reports_each_tag_once)
 	/* rmmod still succeeds: the module is gone, its data kept. */
 	ASSERT_EQ(0, unload_logged(log, sizeof(log)));
 
+	/*
+	 * Shared: every tag of the module reads the leak of both (the earlier
+	 * tests freed all they took), the kfree_rcu() object's tag too.
+	 */
+	leaked = (INIT_PAGES + ALLOC_PAGES) * ps;
 	snprintf(want, sizeof(want), "%s.c:%d module %s func:%s has %ld allocated at module unload",
-		 MOD, init_line, MOD, "alloc_tag_test_mod_init", INIT_PAGES * ps);
+		 MOD, init_line, MOD, "alloc_tag_test_mod_init", shared ? leaked : INIT_PAGES * ps);
 	EXPECT_EQ(1, count(log, want)) TH_LOG("want '%s' once in:\n%s", want, log);
 	snprintf(want, sizeof(want), "%s.c:%d module %s func:%s has %ld allocated at module unload",
-		 MOD, alloc_line, MOD, "alloc_tag_test_mod_alloc", ALLOC_PAGES * ps);
+		 MOD, alloc_line, MOD, "alloc_tag_test_mod_alloc", shared ? leaked : ALLOC_PAGES * ps);
 	EXPECT_EQ(1, count(log, want)) TH_LOG("want '%s' once in:\n%s", want, log);
-	EXPECT_EQ(2, count(log, "allocated at module unload")) TH_LOG("%s", log);
+	EXPECT_EQ(shared ? 3 : 2, count(log, "allocated at module unload")) TH_LOG("%s", log);
 	snprintf(want, sizeof(want),
 		 "%s: memory allocation(s) from the module still alive, cannot unload cleanly",
 		 MOD);
@@ -209,13 +223,29 @@ TEST(reload_after_leak_works)
 {
 	const char *path;
 	long ps = sysconf(_SC_PAGESIZE);
-	struct site init;
+	struct site init, again;
+	int shared;
 
 	NEED_MODULE(path);
+	NEED_CONTRACT(shared, "MODULE_COUNTERS", "shared");
 	ASSERT_EQ(0, load(path, ""));
 	module_lines("alloc_tag_test_mod_init", &init);
-	EXPECT_EQ(INIT_PAGES * ps, init.bytes);
-	EXPECT_EQ(1, init.calls);
+	if (!shared) {
+		EXPECT_EQ(INIT_PAGES * ps, init.bytes);
+		EXPECT_EQ(1, init.calls);
+		ASSERT_EQ(0, unload());
+		return;
+	}
+	/*
+	 * Shared: the counter still holds the leak of the test before, which no
+	 * module tag can show once its module is gone. A clean unload gives back
+	 * exactly its own: a second load reads what the first one did.
+	 */
+	ASSERT_EQ(0, unload());
+	ASSERT_EQ(0, load(path, ""));
+	module_lines("alloc_tag_test_mod_init", &again);
+	EXPECT_EQ(init.bytes, again.bytes);
+	EXPECT_EQ(init.calls, again.calls);
 	ASSERT_EQ(0, unload());
 }
 
