@@ -123,11 +123,43 @@ static void page_flags_carry_tag_index(struct kunit *test)
 #endif
 }
 
+/*
+ * Booted with ...,compressed the kernel counts its own tags and keeps their
+ * indexes in page flags only if the spare bits can hold every index;
+ * otherwise it turns profiling off.  Report the kernel's numbers (the runner
+ * compares them with its prediction from the build) and check that the
+ * decision follows from them.
+ */
+static void compressed_tags_fit_page_flags(struct kunit *test)
+{
+#if defined(CODETAG_ID_FIRST) && !defined(MODULE)
+	unsigned long indexes = 1UL << NR_UNUSED_PAGEFLAG_BITS;
+	bool fit = CODETAG_ID_FIRST + kernel_tags.count <= indexes;
+
+	if (!static_key_enabled(&mem_profiling_compressed))
+		kunit_skip(test, "tags are in page_ext: booted without sysctl.vm.mem_profiling=...,compressed");
+	kunit_info(test, "%lu kernel tags, %d page flag bits, tags in page flags: %s\n",
+		   kernel_tags.count, NR_UNUSED_PAGEFLAG_BITS,
+		   alloc_tag_ref_mask ? "yes" : "no");
+	if (fit) {
+		KUNIT_EXPECT_EQ(test, alloc_tag_ref_mask, indexes - 1);
+		KUNIT_EXPECT_EQ(test, alloc_tag_ref_offs,
+				LRU_REFS_PGOFF - NR_UNUSED_PAGEFLAG_BITS);
+	} else {
+		KUNIT_EXPECT_EQ(test, alloc_tag_ref_mask, 0UL);
+		KUNIT_EXPECT_FALSE(test, mem_alloc_profiling_enabled());
+	}
+#else
+	kunit_skip(test, "not in this kernel: page tags are never compressed into page flags");
+#endif
+}
+
 static struct kunit_case alloc_tag_page_split_cases[] = {
 	KUNIT_CASE_PARAM(split_page_counts_every_piece, split_order_gen_params),
 	KUNIT_CASE(alloc_pages_exact_counts_kept_pages),
 	KUNIT_CASE(free_pages_with_extra_reference),
 	KUNIT_CASE(page_flags_carry_tag_index),
+	KUNIT_CASE(compressed_tags_fit_page_flags),
 	{}
 };
 

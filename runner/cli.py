@@ -80,6 +80,23 @@ def cmd_build(args: argparse.Namespace) -> int:
     return EXIT_PASSED
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Whether each kernel's tags would fit into page flags under
+    sysctl.vm.mem_profiling=1,compressed, predicted from the build."""
+    runnable = _runnable(args)
+    options.check_source(args.kernel_src, args.kernel_rev)
+    opts = pipeline.RunContext(cache=Cache.open(args.cache_dir), results_dir=Path("."),
+                               kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
+                               jobs=args.jobs)
+    src = opts.source()
+    for t, built in pipeline.build_all(opts.cache, src, runnable, args.jobs):
+        prediction = pipeline.predict_fit(opts, src, t, built, helpers=True)
+        print(f"{t.build_name}: " + (prediction.summary() if prediction else
+                                     "nothing to fit: this kernel never compresses tags, or "
+                                     "was built without CONFIG_MEM_ALLOC_PROFILING"))
+    return EXIT_PASSED
+
+
 def cmd_contracts(args: argparse.Namespace) -> int:
     """The contracts of a kernel tree, as the tests will hold it to them."""
     from runner import contracts
@@ -265,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("build", "only build the test kernels", cmd_build, (o.KERNEL, o.SHARD, o.SOURCE)),
         ("bisect", "find the commit or patch that broke tests", cmd_bisect,
          (o.KERNEL, o.SOURCE, o.BISECT, o.RESULTS)),
+        ("fit", "predict from each build whether its allocation tags fit into page flags "
+         "under sysctl.vm.mem_profiling=1,compressed", cmd_fit, (o.KERNEL, o.SHARD, o.SOURCE)),
         ("contracts", "what a kernel tree promises, read from its code "
          "(runner/contracts.py)", cmd_contracts, (o.SOURCE, o.CONTRACTS)),
         ("faults", "apply each kernel fault of tests/faults/ and show which items kill it",

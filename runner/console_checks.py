@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import fit
 from runner.guest import MARK as _GUEST_MARK
 from runner.paths import project_root
 from runner.results import Status, TestResult
@@ -74,6 +75,12 @@ def checks(path: Path | None = None) -> list[Check]:
     return out
 
 
+def names(path: Path | None = None) -> list[str]:
+    """Every check's name: the file's, then those the runner computes
+    (runner/fit.py's, which holds the boot to a prediction of its build)."""
+    return [c.name for c in checks(path)] + [fit.CHECK]
+
+
 class _Found:
     """The lines one check found, each completed by its warning's context."""
 
@@ -124,8 +131,11 @@ def _exempt(check: str, line: str, suite: str | None, selftest: str | None) -> b
                for e in EXEMPTIONS)
 
 
-def run(console: Path) -> TestResult:
+def run(console: Path, fit_exp: fit.Expectation | None = None) -> TestResult:
+    """@fit_exp: what runner/fit.py expects of this boot; None for a
+    console read without its build."""
     all_checks = checks()
+    fit_lines: list[str] = []
     found = {c.name: _Found() for c in all_checks}
     suite = selftest = None  # the windows the line is in
     with open(console, "rb") as f:
@@ -138,6 +148,8 @@ def run(console: Path) -> TestResult:
                 suite = m.group(1)
             elif suite and (e := _SUITE_END.match(line)) and e.group(1) == suite:
                 suite = None
+            if fit.wanted(line) and len(fit_lines) < MAX_LINES:
+                fit_lines.append(line)
             for c in all_checks:
                 found[c.name].follow(line)
                 if c.pattern.search(line) and not _exempt(c.name, line, suite, selftest):
@@ -149,6 +161,8 @@ def run(console: Path) -> TestResult:
             name=c.name, status=Status.FAIL if bad else Status.PASS,
             reason=f"{len(bad)} console line(s): {c.why}" if bad else "",
             diagnostics=bad))
+    children.append(fit.verdict(fit_exp or fit.Expectation(
+        skip="no build to hold this console to: it was read on its own"), fit_lines))
     # Only a container: its checks carry the verdicts (and may become
     # expected failures later, see known_issues).
     return TestResult(name=SUITE, status=Status.PASS, children=children)

@@ -66,7 +66,7 @@ class Kind:
 
 def _console_suites(path: Path) -> list[Suite]:
     return [Suite(path, console_checks.SUITE,
-                  tuple(c.name for c in console_checks.checks(path)))]
+                  tuple(console_checks.names(path)))]
 
 
 KUNIT = Kind("kunit", "kunit/*.c", suites_in, Runs.BOOT, needs_feature=True,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner import (boot, build, console_checks, contracts, guest, kinds, known_issues, ktap,
+from runner import (boot, build, console_checks, contracts, fit, guest, kinds, known_issues, ktap,
                     rootfs, shard, skips, source, timings, tools)
 from runner.cache import Cache
 from runner.arches import kunit_only_reason
@@ -178,26 +178,29 @@ def _why_unreported(parsed: ktap.ParseOutput, info: RunInfo, completed: bool) ->
 def results_from_console(console: Path, info: RunInfo, completed: bool,
                          outputs: Outputs | None = None, feature: bool = True,
                          upstream: list[Suite] | None = None,
-                         tree: Path | None = None, only: Selection | None = None) -> RunResult:
+                         tree: Path | None = None, only: Selection | None = None,
+                         fit_exp: fit.Expectation | None = None) -> RunResult:
     """@tree: the kernel source, for the known issues' probes; @only: what
-    the run was asked for."""
+    the run was asked for; @fit_exp: what the boot must show of its
+    compressed tags (runner/fit.py)."""
     parsed = ktap.parse_file(str(console))
     if outputs is not None:
         parsed.tests += selftest_results(outputs, upstream)
     add_missing_expected(parsed.tests, _why_unreported(parsed, info, completed), feature,
                          upstream, only, kunit_only_reason(info.arch))
-    return results_from_parsed(parsed, info, completed, console, tree)
+    return results_from_parsed(parsed, info, completed, console, tree, fit_exp)
 
 
 def results_from_parsed(parsed: ktap.ParseOutput, info: RunInfo, completed: bool,
-                        console: Path | None = None, tree: Path | None = None) -> RunResult:
+                        console: Path | None = None, tree: Path | None = None,
+                        fit_exp: fit.Expectation | None = None) -> RunResult:
     """The run of a parsed console: the console's checks when its guest
     finished (read again from @console, if it can be), a guest that did
     not as the console suite's crash, and the known issues of @tree."""
     tests = parsed.tests
     if parsed.found_ktap and completed:
         if console is not None:
-            tests.append(console_checks.run(console))
+            tests.append(console_checks.run(console, fit_exp))
     elif parsed.found_ktap:
         # Whatever reported before, a guest that hung or died is no pass.
         why = _why_unreported(parsed, info, completed)
@@ -259,6 +262,9 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
     rootfs_time = time.monotonic() - started
     inputs = _guest(opts, src, target, built, rundir, root)
     guest_build = time.monotonic() - started - rootfs_time
+    prediction = predict_fit(opts, src, target, built)
+    if prediction:
+        PRINTER.info(f"{target.name}: compressed tags: {prediction.summary()}")
     asked = opts.only.cmdline() if opts.only else []
     if target.arch.kunit_only:
         asked.append(KUNIT_SHUTDOWN)  # no userspace: KUnit's end is the guest's
@@ -286,11 +292,13 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
                  f"guest ran {b.seconds:.1f}s")
     feature = cfg.get("CONFIG_MEM_ALLOC_PROFILING") == "y"
     upstream = tree_suites(src.tree, src.layout.upstream_selftests)
+    option = skips.boot_option(target.cmdline + opts.append)
+    info.fit = prediction.to_dict() if prediction else {}
+    fit_exp = fit.expectation(info.fit, option, info.contracts.get("BOOT_GRAMMAR"), feature)
     started = time.monotonic()
     result = results_from_console(b.console, info, done, b.outputs, feature, upstream, src.tree,
-                                  opts.only)
-    facts = skips.Facts(cfg, info.contracts, skips.boot_option(target.cmdline + opts.append),
-                        target.arch.name)
+                                  opts.only, fit_exp)
+    facts = skips.Facts(cfg, info.contracts, option, target.arch.name)
     skips.check(result, facts, kinds.names(lambda k: k.checked_skips))
     steps = {"make": round(built.seconds, 2), "make_files": built.files,
              "rootfs": round(rootfs_time, 2), "guest_build": round(guest_build, 2),
@@ -300,6 +308,20 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
     info.timings = steps
     PRINTER.info(f"{target.name}: {timings.line(steps)}")
     return result
+
+
+def predict_fit(opts: RunContext, src: source.PreparedSource, target: Target,
+                built: build.Built, helpers: bool = False) -> fit.Fit | None:
+    """Whether the build's tags fit into page flags under ,compressed
+    (runner/fit.py); None where nothing is compressed.
+    @helpers: build the helper modules first (a run has built them)."""
+    grammar = contracts.read(src.tree, src.layout).get("BOOT_GRAMMAR")
+    with build.locked(built):
+        if helpers and not target.arch.kunit_only and \
+                built.config().get("CONFIG_MODULES") == "y":
+            build.build_test_module(opts.cache, src, target, built)
+        prediction = fit.for_build(opts.cache, src, target, built, grammar)
+    return prediction
 
 
 def guest_root(opts: RunContext, target: Target) -> Path | None:

@@ -206,6 +206,7 @@ class RunInfo:
     selection: str = ""  # "" for the whole suite, else what was asked for
     kernel: str = ""  # the banner of the kernel that booted (it carries the build's identity)
     contracts: dict = field(default_factory=dict)  # runner/contracts.py: read from the tree
+    fit: dict = field(default_factory=dict)  # runner/fit.py: compressed tags, predicted
 
 
 @dataclass

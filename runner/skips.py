@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from runner import fit
 from runner.arches import ARCHES, kunit_only_reason
 from runner.results import RunResult, Status
 
@@ -80,7 +81,10 @@ def _never_at_boot(_m: re.Match, f: Facts) -> str:
 
 
 def _not_compressed(_m: re.Match, f: Facts) -> str:
-    return "booted with ,compressed" if (f.boot_option or "").endswith(",compressed") else ""
+    """True unless the kernel took the option's ,compressed (never,compressed
+    and a malformed value keep tags in page_ext)."""
+    took = fit.compressed_boot(f.boot_option, f.contracts.get("BOOT_GRAMMAR", ""))
+    return f"booted with {f.boot_option!r}, which compresses tags" if took else ""
 
 
 def _contract(name: str, value: str) -> Rule:

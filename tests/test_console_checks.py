@@ -1,7 +1,7 @@
 """Console checks: a window exempts one check and its expected lines, never
 a crash (issue 21, section 4)."""
 
-from runner import console_checks
+from runner import console_checks, fit
 from runner.guest import MARK as GUEST_MARK
 from runner.results import Status
 
@@ -26,7 +26,19 @@ DEBUG_SUITE = """\
 def _run(tmp_path, text):
     console = tmp_path / "console.log"
     console.write_text(text)
-    return {c.name: c for c in console_checks.run(console).children}
+    # The file's checks; the computed one (runner/fit.py) has its own tests.
+    return {c.name: c for c in console_checks.run(console).children if c.name != fit.CHECK}
+
+
+def test_a_console_read_without_its_build_skips_the_fit_check(tmp_path):
+    console = tmp_path / "console.log"
+    console.write_text("[ 0.1] # compressed_tags_fit_page_flags: 1 kernel tags, 41 page flag "
+                       "bits, tags in page flags: yes\n")
+    got = console_checks.run(console).children[-1]
+    assert (got.name, got.status) == (fit.CHECK, Status.SKIP) and "read on its own" in got.reason
+    exp = fit.Expectation(fit.Fit(1, 40, 41, 16, 2, boot_line="%lu x %d", module_line="%s %d"))
+    assert console_checks.run(console, exp).children[-1].status == Status.PASS
+    assert console_checks.names()[-1] == fit.CHECK
 
 
 def test_debug_suite_window_exempts_its_warnings_only(tmp_path):

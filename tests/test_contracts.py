@@ -142,3 +142,21 @@ def test_module_counters_follow_the_arch_and_the_tree(real_tree):
         got = contracts.read(src.tree, src.layout, srcarch)["MODULE_COUNTERS"]
         assert got == ("shared" if srcarch in shared else "per-tag"), srcarch
     assert "MODULE_COUNTERS" not in contracts.read(src.tree, src.layout)
+
+
+def test_compressed_tag_lines_read_from_real_sources(real_tree):
+    """The lines `runner fit` expects when tags do not fit, from 7.3's own
+    alloc_tag.c; 6.12 never compresses tags, so it has none."""
+    from runner import fit
+
+    version, src = real_tree
+    code = (src.tree / src.layout.layout.alloc_tag).read_text()
+    if version == "6.12":
+        assert contracts.read(src.tree, src.layout)["BOOT_GRAMMAR"] == "kstrtobool"
+        with pytest.raises(fit.UserError):
+            fit.formats(code)
+        return
+    boot, module = fit.formats(code)
+    assert boot == ("%lu allocation tags cannot be references using %d available page flag "
+                    "bits. Memory allocation profiling is disabled!")
+    assert module.startswith("With module %s there are too many tags to fit in %d page flag")

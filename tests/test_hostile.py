@@ -694,8 +694,9 @@ def test_every_row_of_the_exit_code_table(tmp_path, code):
     if code in (130, 143):
         sig = "INT" if code == 130 else "TERM"
         (tmp_path / "sitecustomize.py").write_text(
-            "import os, signal\nfrom runner import ktap\n"
-            f"def stop(*a):\n    os.kill(os.getpid(), signal.SIG{sig})\n"
+            "import os, signal, time\nfrom runner import ktap\n"
+            # The handler may run after kill() returns: wait for it there.
+            f"def stop(*a):\n    os.kill(os.getpid(), signal.SIG{sig})\n    time.sleep(60)\n"
             "ktap.parse_file = stop\n")
         env.update(PYTHONPATH=f"{tmp_path}:{ROOT}")
     p = _shell(script, cwd=tmp_path, env=env)
