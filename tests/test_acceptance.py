@@ -164,8 +164,13 @@ def test_mainline_from_its_debian_package_keeps_its_own_contract(tmp_path):
     # ioctl cases included.
     skipped = {k: v for k, v in status.items() if v[0] != "pass"}
     compressed = ("alloc_tag_page_split", "page_flags_carry_tag_index")
-    assert skipped.pop(compressed) == (
-        "skip", "tags are in page_ext: booted without sysctl.vm.mem_profiling=...,compressed")
+    page_ext = ("skip", "tags are in page_ext: booted without "
+                        "sysctl.vm.mem_profiling=...,compressed")
+    assert skipped.pop(compressed) == page_ext
+    assert skipped.pop(("alloc_tag_page_split", "compressed_tags_fit_page_flags")) == page_ext
+    assert skipped.pop(("console", "compressed_tags_fit_as_predicted")) == page_ext
+    # runner fit's prediction, made for every run of a kernel that compresses.
+    assert run["info"]["fit"]["kernel_fits"] is True and run["info"]["fit"]["kernel_tags"] > 0
     # 7.3 still miscounts a migrated page that had no tag; whether compaction
     # meets one varies, and only the known issue's exact pattern is excused.
     for case in ("global.compaction_leaves_migration_target_tag_empty",
@@ -285,3 +290,10 @@ def test_mainline_compressed_tags_in_page_flags(tmp_path):
     status = {case_key(leaf): leaf["status"] for leaf in run["leaves"]}
     assert status[("alloc_tag_page_split", "page_flags_carry_tag_index")] == "pass"
     assert run["info"]["contracts"]["BOOT_GRAMMAR"] == "compressed"
+    # runner fit's prediction, and the kernel's own numbers and decision equal to it.
+    assert status[("alloc_tag_page_split", "compressed_tags_fit_page_flags")] == "pass"
+    assert status[("console", "compressed_tags_fit_as_predicted")] == "pass"
+    console = Path(run["info"]["console"]).read_text(errors="replace")
+    fit = run["info"]["fit"]
+    assert (f"# compressed_tags_fit_page_flags: {fit['kernel_tags']} kernel tags, "
+            f"{fit['free_bits']} page flag bits, tags in page flags: yes") in console
