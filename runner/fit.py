@@ -61,15 +61,20 @@ class Fit:
     module_line: str = ""  # the line for a module whose tags do not (%s: its name)
 
     @property
+    def indexes(self) -> int:
+        """How many indexes the free bits hold (none past a negative count,
+        which the kernel's own shift would leave undefined)."""
+        return 1 << self.free_bits if self.free_bits >= 0 else 0
+
+    @property
     def kernel_fits(self) -> bool:
-        return self.id_first + self.kernel_tags <= 1 << self.free_bits
+        return self.id_first + self.kernel_tags <= self.indexes
 
     @property
     def modules_fit(self) -> bool:
         """Every module of the build loaded, profiling stays on."""
         return self.kernel_fits and \
-            self.id_first + self.kernel_tags + sum(self.module_tags.values()) < \
-            1 << self.free_bits
+            self.id_first + self.kernel_tags + sum(self.module_tags.values()) < self.indexes
 
     @property
     def index_wraps(self) -> bool:
@@ -77,7 +82,7 @@ class Fit:
         own check (which reads only the page flag bits) lets them in."""
         return self.kernel_fits and \
             self.id_first + self.kernel_tags + sum(self.module_tags.values()) > \
-            1 << min(self.free_bits, self.index_bits)
+            1 << max(min(self.free_bits, self.index_bits), 0)
 
     def expected_boot_line(self) -> str:
         return self.boot_line.replace("%lu", str(self.kernel_tags), 1) \
@@ -91,7 +96,7 @@ class Fit:
         if not self.kernel_fits:
             return (f"{head}: do NOT fit ({needed} > 2^{self.free_bits}); ,compressed "
                     f"turns profiling off at boot")
-        room = (1 << min(self.free_bits, self.index_bits)) - needed - 1
+        room = (1 << max(min(self.free_bits, self.index_bits), 0)) - needed - 1
         text = (f"{head}: fit; room for {max(room, 0)} module tags in "
                 f"{min(self.free_bits, self.index_bits)}-bit indexes (the build's "
                 f"{len(self.module_tags)} modules have {mods}"

@@ -90,6 +90,9 @@ def test_the_kernels_conditions_at_their_edges():
     # Past 16-bit indexes the kernel's check says nothing: told apart.
     assert make(60000, 41, {"a.ko": 6000}).index_wraps and not make(1140, 41).index_wraps
     assert "do NOT fit" in make(1023, 10).summary()
+    # No free bits, or fewer than none: nothing fits, and nothing breaks.
+    for bits in (0, -3):
+        assert not make(1, bits).kernel_fits and "do NOT fit" in make(1, bits).summary()
     assert fit.Fit.from_dict(make(5, 7, {"m.ko": 3}).to_dict()) == make(5, 7, {"m.ko": 3})
 
 
