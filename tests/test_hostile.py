@@ -695,7 +695,10 @@ def test_every_row_of_the_exit_code_table(tmp_path, code):
         sig = "INT" if code == 130 else "TERM"
         (tmp_path / "sitecustomize.py").write_text(
             "import os, signal, time\nfrom runner import ktap\n"
-            # The handler may run after kill() returns: wait for it there.
+            # A worker of pytest-xdist may hand down SIGINT ignored, and then
+            # Python installs no handler for it: install it.  The handler
+            # may run after kill() returns: wait for it there.
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             f"def stop(*a):\n    os.kill(os.getpid(), signal.SIG{sig})\n    time.sleep(60)\n"
             "ktap.parse_file = stop\n")
         env.update(PYTHONPATH=f"{tmp_path}:{ROOT}")
