@@ -235,9 +235,12 @@ def test_only_what_was_asked_gives_the_same_results(default_run, tmp_path):
         # The kernel restarted after KUnit, and that was the guest's finish:
         # its console was checked.
         assert run["info"]["note"] == "" and run["verdict"] == "passed"
-        console = {leaf["case"]: leaf["status"] for leaf in run["leaves"]
+        console = {leaf["case"]: (leaf["status"], leaf["reason"]) for leaf in run["leaves"]
                    if leaf["suite"] == "console"}
-        assert console and set(console.values()) == {"pass"}
+        # 6.12 never compresses tags: nothing to hold to runner fit.
+        assert console.pop("compressed_tags_fit_as_predicted") == (
+            "skip", "not in this kernel: page tags are never compressed into page flags")
+        assert console and {v[0] for v in console.values()} == {"pass"}
         got = {case_key(leaf): leaf["status"] for leaf in run["leaves"]
                if leaf["suite"] != "console"}
         suites = {s for s, _ in got}
