@@ -88,9 +88,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     opts = pipeline.RunContext(cache=Cache.open(args.cache_dir), results_dir=Path("."),
                                kernel_src=args.kernel_src, kernel_rev=args.kernel_rev,
                                jobs=args.jobs)
+    from runner import contracts
+
     src = opts.source()
+    grammar = contracts.read(src.tree, src.layout).get("BOOT_GRAMMAR")
     for t, built in pipeline.build_all(opts.cache, src, runnable, args.jobs):
-        prediction = pipeline.predict_fit(opts, src, t, built, helpers=True)
+        prediction = pipeline.predict_fit(opts, src, t, built, grammar, helpers=True)
         print(f"{t.build_name}: " + (prediction.summary() if prediction else
                                      "nothing to fit: this kernel never compresses tags, or "
                                      "was built without CONFIG_MEM_ALLOC_PROFILING"))

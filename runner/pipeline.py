@@ -262,7 +262,8 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
     rootfs_time = time.monotonic() - started
     inputs = _guest(opts, src, target, built, rundir, root)
     guest_build = time.monotonic() - started - rootfs_time
-    prediction = predict_fit(opts, src, target, built)
+    promised = contracts.read(src.tree, src.layout, target.arch.srcarch)
+    prediction = predict_fit(opts, src, target, built, promised.get("BOOT_GRAMMAR"))
     if prediction:
         PRINTER.info(f"{target.name}: compressed tags: {prediction.summary()}")
     asked = opts.only.cmdline() if opts.only else []
@@ -279,7 +280,7 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
                    console=str(b.console), boot=b.accel,
                    selection=f"{len(opts.only.cases)} cases asked for" if opts.only else "",
                    kernel=build.check_booted(built, b.console),
-                   contracts=contracts.read(src.tree, src.layout, target.arch.srcarch))
+                   contracts=promised)
     # Under kunit_shutdown=reboot the kernel restarts before vng's --exec
     # could run (vng then exits 255): the restart line is the finish.
     done = b.outputs.done.exists() or (
@@ -311,17 +312,17 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
 
 
 def predict_fit(opts: RunContext, src: source.PreparedSource, target: Target,
-                built: build.Built, helpers: bool = False) -> fit.Fit | None:
+                built: build.Built, grammar: str | None,
+                helpers: bool = False) -> fit.Fit | None:
     """Whether the build's tags fit into page flags under ,compressed
-    (runner/fit.py); None where nothing is compressed.
-    @helpers: build the helper modules first (a run has built them)."""
-    grammar = contracts.read(src.tree, src.layout).get("BOOT_GRAMMAR")
+    (runner/fit.py), for a tree whose BOOT_GRAMMAR contract is @grammar;
+    None where nothing is compressed.  @helpers: build the helper modules
+    first (a run has built them)."""
     with build.locked(built):
         if helpers and not target.arch.kunit_only and \
                 built.config().get("CONFIG_MODULES") == "y":
             build.build_test_module(opts.cache, src, target, built)
-        prediction = fit.for_build(opts.cache, src, target, built, grammar)
-    return prediction
+        return fit.for_build(opts.cache, src, target, built, grammar)
 
 
 def guest_root(opts: RunContext, target: Target) -> Path | None:
