@@ -65,6 +65,12 @@ static inline const char *profiling_off_reason(void)
 			"profiling not supported in this boot: its sysctl.vm.mem_profiling= was rejected and CONFIG_MEM_ALLOC_PROFILING_ENABLED_BY_DEFAULT=n";
 	if (!on)
 		return "profiling off from boot (sysctl.vm.mem_profiling=0)";
+	/*
+	 * Asked for on with compressed tags, and off while KUnit runs at boot:
+	 * the kernel found too few free page flag bits for its tags.
+	 */
+	if (str_has_prefix(opt + strcspn(opt, " ,"), ",compressed"))
+		return "profiling not supported in this boot: the kernel gave up on compression";
 	return "profiling switched off (vm.mem_profiling reads 0)";
 }
 

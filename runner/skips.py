@@ -23,6 +23,10 @@ class Facts:
     contracts: dict[str, str]  # runner/contracts.py, by name
     boot_option: str | None  # the value of sysctl.vm.mem_profiling=, if given
     arch: str
+    # The build's fit prediction (runner/fit.py) says the kernel's tags do not
+    # fit in page flags under this boot's ,compressed, so the kernel turns
+    # profiling off for good at boot (a console check holds the kernel to it).
+    compression_refused: bool = False
 
     def on(self, name: str) -> bool:
         return self.config.get(f"CONFIG_{name}") == "y"
@@ -32,7 +36,8 @@ class Facts:
         """Profiling can count in this boot (a malformed option keeps the
         configured default)."""
         opt = self.boot_option
-        if not self.on("MEM_ALLOC_PROFILING") or (opt or "").startswith("never"):
+        if not self.on("MEM_ALLOC_PROFILING") or (opt or "").startswith("never") or \
+                self.compression_refused:
             return False
         well_formed = opt is not None and re.fullmatch(
             r"[01yYnNtTfF]\w*(,compressed)?" if self.contracts.get("BOOT_GRAMMAR") ==

@@ -188,3 +188,18 @@ def test_the_page_ext_skip_is_false_when_the_kernel_took_compressed():
     for option in ("never,compressed", "1,bogus", "1"):
         assert skips.why_false(reason, skips.Facts({}, {"BOOT_GRAMMAR": "compressed"}, option,
                                                    "x86_64")) == ""
+
+
+def test_gave_up_on_compression_is_true_only_where_the_prediction_refuses():
+    """i386 7.3.4 under 1c: 1117 tags in 10 bits, the kernel turns profiling
+    off at boot, and every suite skips as not supported in this boot."""
+    reason = "profiling not supported in this boot: the kernel gave up on compression"
+    config = {"CONFIG_MEM_ALLOC_PROFILING": "y"}
+    grammar = {"BOOT_GRAMMAR": "compressed"}
+    refused = skips.Facts(config, grammar, "1,compressed", "i386", compression_refused=True)
+    assert skips.why_false(reason, refused) == ""
+    assert skips.why_false("no allocation tags registered: " + reason, refused) == ""
+    fits = skips.Facts(config, grammar, "1,compressed", "x86_64")
+    assert skips.why_false(reason, fits) == "profiling is supported in this boot"
+    # What a program switching profiling off would say stays a false skip.
+    assert skips.why_false("profiling switched off (vm.mem_profiling reads 0)", refused)
