@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,17 +293,41 @@ static unsigned long long pfn_of(int pagemap, const void *addr, long ps)
 
 /*
  * Pages just faulted in sit in per-CPU LRU batches, which hold a
- * reference: pages given back (MADV_DONTNEED, munmap) are freed only when
- * the batches drain. mlock() drains them on every CPU, so that no such
- * free lands inside a window being measured.
+ * reference: pages given back (MADV_DONTNEED, munmap, a task's exit) are
+ * freed only when the batches drain. Writing compact_memory drains every
+ * CPU's batches (lru_add_drain_all()), inside the window being measured:
+ * any task's anonymous page still waiting there would then leave the shared
+ * fault site's tag during compaction. Writing 1 to drop_caches drains every
+ * CPU's batches too (and drops clean page cache), so it is done just before
+ * the window; where it cannot be written, mlock() drains this CPU's, which
+ * the test is held on (pin_to_this_cpu()).
  */
 static void drain_lru_batches(void)
 {
 	static char page[1];
+	FILE *f = fopen("/proc/sys/vm/drop_caches", "w");
 
+	if (f) {
+		fputs("1", f);
+		if (!fclose(f))
+			return;
+	}
 	page[0] = 1;
 	if (!mlock(page, sizeof(page)))
 		munlock(page, sizeof(page));
+}
+
+/* Keeps the calling thread on the CPU it runs on: 0, or -1. */
+static int pin_to_this_cpu(void)
+{
+	int cpu = sched_getcpu();
+	cpu_set_t set;
+
+	if (cpu < 0)
+		return -1;
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	return sched_setaffinity(0, sizeof(set), &set);
 }
 
 /*
@@ -328,6 +353,7 @@ TEST(migration_keeps_the_source_tag)
 		SKIP(return, "no " COMPACT_MEMORY " (CONFIG_COMPACTION)");
 	pagemap = open("/proc/self/pagemap", O_RDONLY);
 	ASSERT_LE(0, pagemap);
+	ASSERT_EQ(0, pin_to_this_cpu());
 
 	for (try = 0; try < COMPACT_TRIES; try++) {
 		map = mmap(NULL, 2 * MIGRATE_PAGES * ps, PROT_READ | PROT_WRITE,
