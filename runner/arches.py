@@ -38,7 +38,9 @@ class Arch:
     qemu: str
     qemu_package: str
     compiler_package: str  # the cross compiler's Debian package
-    libc: tuple[str, str]  # the static C library selftests link, and its package
+    # The static C library selftests link, and its package; () on a KUnit-only
+    # arch, where no program is built.
+    libc: tuple[str, ...]
     extra_packages: tuple[str, ...]  # what else .ci/install gets for this arch
     # Debian arch whose binary packages make a foreign guest's root; "" if
     # Debian 12 has none: the root is then cross-built from source.
@@ -55,9 +57,16 @@ class Arch:
     qemu_args: tuple[str, ...] = ()
     console: str = ""
     why: str = ""
+    # The most CPUs its QEMU machine takes (0: no limit below the runner's 2).
+    max_cpus: int = 0
+    # The memory its QEMU machine has, where it is fixed ("": the runner's).
+    memory: str = ""
     # Why its guest has no transparent huge pages though the kernel has THP
     # ("" where it has them): the THP tests' skip is true only then.
     no_huge_pages: str = ""
+    # Options the fragments ask for that this arch cannot have (THP where
+    # the arch has no HAVE_ARCH_TRANSPARENT_HUGEPAGE): not required to stick.
+    config_without: tuple[str, ...] = ()
     # Kernel arguments that make the guest power off when QEMU runs with
     # -no-reboot (x86 reboots by triple fault); none where PSCI/SBI does it.
     cmdline: tuple[str, ...] = ()
@@ -68,6 +77,10 @@ class Arch:
         """Runs on this host's CPU: no cross compiler, KVM possible, and
         the guest can use the host's root."""
         return host_machine() in self.uname
+
+    def cpus(self, wanted: int) -> int:
+        """How many CPUs a guest asked for @wanted gets on this arch."""
+        return min(wanted, self.max_cpus) if self.max_cpus > 0 else wanted
 
     @property
     def srcarch(self) -> str:
@@ -103,14 +116,18 @@ def _load(path: Path) -> Arch:
             default=bool(r["default"]), boot_via=boot["via"],
             vng_arch=boot.get("vng_arch", ""), qemu_args=tuple(boot.get("qemu_args", ())),
             console=boot.get("console", ""), why=boot.get("why", ""),
+            max_cpus=int(boot.get("max_cpus", 0)), memory=boot.get("memory", ""),
+            config_without=tuple(r["config"].get("without", ())),
             no_huge_pages=guest.get("no_huge_pages", ""),
             cmdline=tuple(r.get("cmdline", ())), record=path)
     except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"arch record {path} is malformed ({type(e).__name__}: {e}): "
                         "compare it with kernel/arches/x86_64.toml") from None
-    if arch.name != path.stem or len(arch.libc) != 2:
+    if arch.name != path.stem or len(arch.libc) not in (0, 2) or \
+            (not arch.libc and arch.boot_via != "qemu"):
         raise UserError(f"arch record {path}: its name must be its file's ({path.stem}) "
-                        "and libc a [path, package] pair")
+                        "and libc a [path, package] pair ([] only where [boot] via = "
+                        "\"qemu\": no program is built)")
     if not ((arch.boot_via == "vng" and arch.vng_arch)
             or (arch.boot_via == "qemu" and arch.console and arch.why)):
         raise UserError(f"arch record {path}: [boot] needs via = \"vng\" with vng_arch, or "
@@ -156,7 +173,7 @@ def packages(arches: dict[str, Arch] = ARCHES) -> tuple[list[str], list[str]]:
     for a in arches.values():
         pkgs += [a.qemu_package, *a.extra_packages]
         if not a.native:
-            pkgs += [a.compiler_package, a.libc[1]]
+            pkgs += [a.compiler_package, *a.libc[1:]]
             if a.deb_arch and not a.kunit_only:  # a KUnit-only guest has no root
                 foreign.append(a.deb_arch)
     return sorted(set(pkgs)), sorted(set(foreign))

@@ -130,6 +130,16 @@ class BootRequest:
     def outputs(self) -> Outputs:
         return Outputs(self.rundir / OUT_DIR)
 
+    @property
+    def guest_memory(self) -> str:
+        """@memory, unless the arch's machine has a fixed amount."""
+        return self.target.arch.memory or self.memory
+
+    @property
+    def guest_cpus(self) -> int:
+        """@cpus, at most as many as the arch's machine takes."""
+        return self.target.arch.cpus(self.cpus)
+
 
 def accel_for(cache: Cache, target: Target, image: Path) -> str:
     """"kvm" where KVM works for @target's arch on this host, else "tcg"."""
@@ -159,7 +169,7 @@ def vng_command(req: BootRequest) -> list[str]:
     # --force-9p: the root and shares are 9p, as they always were here;
     # vng's try of virtiofs first cost about 5 s per boot when it failed.
     cmd = [vng_path(), "--run", str(req.image), "--verbose", "--force-9p",
-           "--memory", req.memory, "--cpus", str(req.cpus)]
+           "--memory", req.guest_memory, "--cpus", str(req.guest_cpus)]
     if req.icount and req.accel == "tcg":
         cmd.append(f"--qemu-opts=-icount {req.icount}")
     root = req.inputs.root
@@ -183,7 +193,7 @@ def qemu_command(req: BootRequest) -> list[str]:
     KUnit and -no-reboot makes that an exit."""
     arch = req.target.arch
     args = [f"console={arch.console}", *arch.cmdline, *req.append, KUNIT_SHUTDOWN]
-    return [arch.qemu, *arch.qemu_args, "-m", req.memory, "-smp", str(req.cpus),
+    return [arch.qemu, *arch.qemu_args, "-m", req.guest_memory, "-smp", str(req.guest_cpus),
             "-accel", req.accel, "-nographic", "-no-reboot", "-monitor", "none",
             "-kernel", str(req.image), "-append", " ".join(args)]
 

@@ -30,7 +30,10 @@ def fragments(target: Target) -> list[Fragment]:
     """The fragments of a target, later ones overriding earlier ones: the
     arch's own comes from its record (kernel/arches/)."""
     d = configs_dir()
-    names = ["base-common.config", None, "tests.config"]
+    names = ["base-common.config"]
+    if not target.arch.kunit_only:
+        names.append("base-vng.config")
+    names += [None, "tests.config"]
     if target.variant != "off":
         names.append("profiling.config")
     names.append(f"variant-{target.variant}.config")
@@ -130,6 +133,8 @@ def check(target: Target, tree: Path, build_dir: Path, log: Path) -> None:
     # An option a kernel has retired (PROC_SYSCTL in 7.x) is noted in the
     # log; every option the kernel has must stick.
     absent = {o for o in want if o not in known}
+    # What the arch cannot have (its record's [config] without, with why).
+    absent |= set(target.arch.config_without) & set(want)
     if absent:
         with open(log, "a") as out:
             out.write(f"allocprof: not in this kernel, ignored: {' '.join(sorted(absent))}\n")

@@ -54,7 +54,8 @@ def arch_needs(arch: Arch) -> dict[str, str]:
     need = {arch.qemu: arch.qemu_package}
     if not arch.native:
         need[arch.compiler] = arch.compiler_package
-        need[arch.libc[0]] = arch.libc[1]
+        if arch.libc:
+            need[arch.libc[0]] = arch.libc[1]
     return need
 
 

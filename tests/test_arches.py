@@ -52,8 +52,8 @@ def test_an_arm64_host_runs_arm64_natively(monkeypatch, tmp_path):
 
 
 def test_a_host_with_no_record_is_one_line(monkeypatch):
-    pose_as(monkeypatch, "m68k")
-    with pytest.raises(UserError, match=r"host's arch \(m68k\) has no record .*give --arch"):
+    pose_as(monkeypatch, "xtensa")
+    with pytest.raises(UserError, match=r"host's arch \(xtensa\) has no record .*give --arch"):
         arches.host_arch()
 
 
@@ -75,11 +75,42 @@ def test_a_record_is_all_an_arch_needs(tmp_path):
 
 
 def test_base_fragment_comes_from_the_record():
+    """The arch's fragment follows the common ones: base-vng.config only
+    where virtme-ng boots a userspace."""
     for t in targets(",".join(arches.ARCHES), "default"):
         frags = kconfig.fragments(t)
-        assert frags[1].name == f"base-{t.arch.name}.config"
-        assert frags[1].text == t.arch.config
-        assert kconfig.wanted([frags[1]]), f"{t.arch.record} sets no option"
+        common = ["base-common.config"] + ([] if t.arch.kunit_only else ["base-vng.config"])
+        assert [f.name for f in frags[:len(common)]] == common
+        own = frags[len(common)]
+        assert own.name == f"base-{t.arch.name}.config"
+        assert own.text == t.arch.config
+        assert kconfig.wanted([own]), f"{t.arch.record} sets no option"
+        assert all(o.startswith("CONFIG_") for o in t.arch.config_without)
+
+
+def test_an_option_the_arch_cannot_have_need_not_stick(tmp_path, monkeypatch):
+    """[config] without: THP on an arch without it is not required; any
+    other option that does not stick is still an error."""
+    import dataclasses
+
+    t = targets("i386", "default")[0]
+    tree = tmp_path / "tree"
+    (tree / "mm").mkdir(parents=True)
+    (tree / "mm" / "Kconfig").write_text("config TRANSPARENT_HUGEPAGE\nconfig KUNIT\n")
+    bdir = tmp_path / "b"
+    bdir.mkdir()
+    (bdir / ".config").write_text("CONFIG_KUNIT=y\n")
+    log = tmp_path / "log"
+    monkeypatch.setattr(kconfig, "fragments", lambda _t: [
+        kconfig.Fragment("x", "CONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_KUNIT=y\n")])
+    with pytest.raises(UserError, match="CONFIG_TRANSPARENT_HUGEPAGE=y"):
+        kconfig.check(t, tree, bdir, log)
+    without = dataclasses.replace(t, arch=dataclasses.replace(
+        t.arch, config_without=("CONFIG_TRANSPARENT_HUGEPAGE",)))
+    kconfig.check(without, tree, bdir, log)
+    (bdir / ".config").write_text("")
+    with pytest.raises(UserError, match="CONFIG_KUNIT=y"):
+        kconfig.check(without, tree, bdir, log)
 
 
 def test_install_reads_the_records_with_the_system_python():
@@ -90,7 +121,7 @@ def test_install_reads_the_records_with_the_system_python():
     for a in arches.ARCHES.values():
         assert a.qemu_package in out
         if not a.native:
-            assert {a.compiler_package, a.libc[1]} <= set(out)
+            assert {a.compiler_package, *a.libc[1:]} <= set(out)
 
 
 def test_a_kunit_only_arch_boots_qemu_alone_and_skips_programs_truly(tmp_path):
@@ -120,6 +151,16 @@ def test_a_kunit_only_arch_boots_qemu_alone_and_skips_programs_truly(tmp_path):
     for arch, wrong in (("i386", ""), ("x86_64", "the arch is x86_64, not i386")):
         facts = skips.Facts({}, {}, None, arch)
         assert skips.why_false(why, facts) == wrong
+
+
+def test_a_machine_with_fixed_memory_or_one_cpu_gets_what_it_takes(tmp_path):
+    """sh4's r2d has 64 MiB and one CPU; i386 takes the runner's 1G and 2."""
+    from runner.guest import stage
+    for name, mem, cpus in (("sh4", "64M", "1"), ("i386", "1G", "2")):
+        [t] = targets(name, "default")
+        req = boot.BootRequest(t, tmp_path / "img", tmp_path, 60, "tcg", stage(tmp_path / "in"))
+        cmd = boot.qemu_command(req)
+        assert (cmd[cmd.index("-m") + 1], cmd[cmd.index("-smp") + 1]) == (mem, cpus)
 
 
 def test_no_huge_pages_is_true_only_where_the_record_says_so():

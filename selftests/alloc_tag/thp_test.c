@@ -289,7 +289,8 @@ static unsigned long long pfn_of(int pagemap, const void *addr, long ps)
 	return (e >> 63) & 1 ? e & ((1ULL << 55) - 1) : 0;
 }
 
-#define MIGRATE_PAGES 16384
+/* The test maps this much, then keeps every other page: 16384 of 4 KiB. */
+#define MIGRATE_MAP_BYTES (128L << 20)
 
 /*
  * Pages just faulted in sit in per-CPU LRU batches, which hold a
@@ -339,7 +340,8 @@ TEST(migration_keeps_the_source_tag)
 {
 	struct line *before = lines_alloc(), *after = lines_alloc(), *t0, *t1, *best = NULL;
 	long ps = sysconf(_SC_PAGESIZE), moved = 0, i;
-	unsigned long long *pfns = calloc(MIGRATE_PAGES, sizeof(*pfns));
+	long pages = MIGRATE_MAP_BYTES / 2 / ps;
+	unsigned long long *pfns = calloc(pages, sizeof(*pfns));
 	long long c0_bytes = 0, c0_calls = 0, delta, most = 0;
 	int n0, n1, pagemap, try;
 	char tag[256] = "";
@@ -356,13 +358,13 @@ TEST(migration_keeps_the_source_tag)
 	ASSERT_EQ(0, pin_to_this_cpu());
 
 	for (try = 0; try < COMPACT_TRIES; try++) {
-		map = mmap(NULL, 2 * MIGRATE_PAGES * ps, PROT_READ | PROT_WRITE,
+		map = mmap(NULL, MIGRATE_MAP_BYTES, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		ASSERT_NE(MAP_FAILED, map);
-		madvise(map, 2 * MIGRATE_PAGES * ps, MADV_NOHUGEPAGE);
+		madvise(map, MIGRATE_MAP_BYTES, MADV_NOHUGEPAGE);
 		drain_lru_batches();
 		n0 = snapshot(before);
-		memset(map, 1, 2 * MIGRATE_PAGES * ps);
+		memset(map, 1, MIGRATE_MAP_BYTES);
 		n1 = snapshot(after);
 		ASSERT_LT(0, n0);
 		ASSERT_LT(0, n1);
@@ -384,7 +386,7 @@ TEST(migration_keeps_the_source_tag)
 		 * bend its count: the test's own pages are told by pagemap.
 		 */
 		TH_LOG("fault site gained %+lld calls: %s", most, tag);
-		for (i = 0; i < MIGRATE_PAGES; i++) {
+		for (i = 0; i < pages; i++) {
 			madvise(map + (2 * i + 1) * ps, ps, MADV_DONTNEED);
 			pfns[i] = pfn_of(pagemap, map + 2 * i * ps, ps);
 			EXPECT_NE(0, pfns[i]) TH_LOG("page %ld of the test is not present", 2 * i);
@@ -394,19 +396,19 @@ TEST(migration_keeps_the_source_tag)
 		n0 = snapshot(before);
 		ASSERT_EQ(0, compact_memory());
 		n1 = snapshot(after);
-		for (i = 0, moved = 0; i < MIGRATE_PAGES; i++)
+		for (i = 0, moved = 0; i < pages; i++)
 			moved += pfns[i] && pfn_of(pagemap, map + 2 * i * ps, ps) != pfns[i];
 		t0 = find(before, n0, tag);
 		t1 = find(after, n1, tag);
 		/* Only a compaction that moved none of the pages is tried again. */
 		if (moved)
 			break;
-		munmap(map, 2 * MIGRATE_PAGES * ps);
+		munmap(map, MIGRATE_MAP_BYTES);
 	}
 	close(pagemap);
 	if (!moved)
 		SKIP(return, "compaction moved none of the test's pages in %d tries", try);
-	TH_LOG("compaction moved %ld of %d pages of %s", moved, MIGRATE_PAGES, tag);
+	TH_LOG("compaction moved %ld of %ld pages of %s", moved, pages, tag);
 	ASSERT_NE(NULL, t0);
 	ASSERT_NE(NULL, t1);
 	EXPECT_EQ(t0->bytes, t1->bytes) TH_LOG("%s", tag);
@@ -436,7 +438,7 @@ TEST(migration_keeps_the_source_tag)
 			EXPECT_EQ(c0_bytes, after[i].bytes) TH_LOG("%s", after[i].tag);
 			EXPECT_EQ(c0_calls, after[i].calls) TH_LOG("%s", after[i].tag);
 		}
-	munmap(map, 2 * MIGRATE_PAGES * ps);
+	munmap(map, MIGRATE_MAP_BYTES);
 	free(pfns);
 }
 
