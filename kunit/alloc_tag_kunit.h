@@ -44,6 +44,7 @@ static inline struct charge tag_charge(struct alloc_tag *tag)
  * configuration tell it: the same words as the selftests use.
  */
 #define MEM_PROFILING_OPT "sysctl.vm.mem_profiling="
+#define COMPRESSED_OPT ",compressed"
 
 static inline const char *profiling_off_reason(void)
 {
@@ -69,7 +70,10 @@ static inline const char *profiling_off_reason(void)
 	 * Asked for on with compressed tags, and off while KUnit runs at boot:
 	 * the kernel found too few free page flag bits for its tags.
 	 */
-	if (str_has_prefix(opt + strcspn(opt, " ,"), ",compressed"))
+	opt += strcspn(opt, " ,");
+	/* ",compressed" ends the value: a space or the end follows it. */
+	if (str_has_prefix(opt, COMPRESSED_OPT) &&
+	    strchr(" ", opt[sizeof(COMPRESSED_OPT) - 1]))
 		return "profiling not supported in this boot: the kernel gave up on compression";
 	return "profiling switched off (vm.mem_profiling reads 0)";
 }

@@ -77,7 +77,16 @@ def _not_supported(_m: re.Match, f: Facts) -> str:
 def _off_from_boot(m: re.Match, f: Facts) -> str:
     if (f.boot_option or "").split(",")[0] != m.group(1).split(",")[0]:
         return f"the boot option is {f.boot_option!r}"
+    if not re.match(r"[0nNfFdD]|[oO][fF]", m.group(1)):
+        return f"{m.group(1)!r} switches profiling on"
     return "profiling counts from boot in this configuration" if f.counting else ""
+
+
+def _gave_up_on_compression(_m: re.Match, f: Facts) -> str:
+    """True only where the build's fit prediction says the kernel refuses
+    this boot's ,compressed (the console check holds the kernel to it)."""
+    return "" if f.compression_refused else \
+        "runner fit predicts no refusal of ,compressed for this build and boot"
 
 
 def _never_at_boot(_m: re.Match, f: Facts) -> str:
@@ -136,6 +145,8 @@ VOCABULARY: tuple[tuple[re.Pattern, Rule], ...] = tuple((re.compile(rx), rule) f
      _config_on),
     (r"profiling disabled at boot \(sysctl\.vm\.mem_profiling=never[^)]*\)", _never_at_boot),
     (r"profiling off from boot \(sysctl\.vm\.mem_profiling=([^)]*)\)", _off_from_boot),
+    (r"profiling not supported in this boot: the kernel gave up on compression",
+     _gave_up_on_compression),
     (r"profiling not supported in this boot.*", _not_supported),
     (r"vm\.mem_profiling is read-only: profiling is not supported in this boot",
      _not_supported),

@@ -154,10 +154,15 @@ def test_a_kunit_only_arch_boots_qemu_alone_and_skips_programs_truly(tmp_path):
 
 
 def test_a_machine_with_fixed_memory_or_one_cpu_gets_what_it_takes(tmp_path):
-    """sh4's r2d has 64 MiB and one CPU; i386 takes the runner's 1G and 2."""
+    """m68k's virt takes one CPU; a board with fixed memory (sh4's r2d has
+    64 MiB) gets that; i386 takes the runner's 1G and 2 CPUs."""
+    import dataclasses
+
     from runner.guest import stage
-    for name, mem, cpus in (("sh4", "64M", "1"), ("i386", "1G", "2")):
-        [t] = targets(name, "default")
+    [m68k] = targets("m68k", "default")
+    board = dataclasses.replace(m68k, arch=dataclasses.replace(m68k.arch, memory="64M"))
+    for t, mem, cpus in ((m68k, "1G", "1"), (board, "64M", "1"),
+                         (targets("i386", "default")[0], "1G", "2")):
         req = boot.BootRequest(t, tmp_path / "img", tmp_path, 60, "tcg", stage(tmp_path / "in"))
         cmd = boot.qemu_command(req)
         assert (cmd[cmd.index("-m") + 1], cmd[cmd.index("-smp") + 1]) == (mem, cpus)

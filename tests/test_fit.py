@@ -200,6 +200,16 @@ def test_gave_up_on_compression_is_true_only_where_the_prediction_refuses():
     assert skips.why_false(reason, refused) == ""
     assert skips.why_false("no allocation tags registered: " + reason, refused) == ""
     fits = skips.Facts(config, grammar, "1,compressed", "x86_64")
-    assert skips.why_false(reason, fits) == "profiling is supported in this boot"
-    # What a program switching profiling off would say stays a false skip.
+    assert "predicts no refusal" in skips.why_false(reason, fits)
+    # Profiling unsupported for another reason (never, default-off) is no
+    # refusal of ,compressed either.
+    off = {"CONFIG_MEM_ALLOC_PROFILING": "y"}
+    assert skips.why_false(reason, skips.Facts(off, grammar, "never", "x86_64"))
+    assert skips.why_false(reason, skips.Facts(off, grammar, None, "x86_64"))
+    # What a program switching profiling off would say stays a false skip,
+    # and so does "off from boot" for a value that switches it on.
     assert skips.why_false("profiling switched off (vm.mem_profiling reads 0)", refused)
+    assert skips.why_false("profiling off from boot (sysctl.vm.mem_profiling=1,compressed)",
+                           refused) == "'1,compressed' switches profiling on"
+    assert skips.why_false("profiling off from boot (sysctl.vm.mem_profiling=0,compressed)",
+                           skips.Facts(config, grammar, "0,compressed", "x86_64")) == ""

@@ -270,8 +270,14 @@ static unsigned long long ksym(const char *name)
 	return found;
 }
 
-/* struct alloc_tag: struct codetag (two u32, three pointers) + a pointer. */
-#define ALLOC_TAG_SIZE (2 * sizeof(unsigned int) + 4 * sizeof(void *))
+/*
+ * struct alloc_tag: struct codetag (two u32, three pointers) and a
+ * pointer, each struct __aligned(8): 40 bytes on 64-bit, 32 on 32-bit
+ * (24 + 4 padded to 8), where the unpadded sum would be 24.
+ */
+#define ALIGN8(x) (((x) + 7) & ~(size_t)7)
+#define CODETAG_SIZE ALIGN8(2 * sizeof(unsigned int) + 3 * sizeof(void *))
+#define ALLOC_TAG_SIZE ALIGN8(CODETAG_SIZE + sizeof(void *))
 
 TEST(builtin_lines_match_tag_section)
 {
