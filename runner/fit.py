@@ -281,6 +281,12 @@ class Expectation:
     fit: Fit | None = None
     skip: str = ""
 
+    @property
+    def kernel_refuses(self) -> bool:
+        """The boot took ,compressed and the prediction says the kernel's
+        tags do not fit: profiling is off for good from boot."""
+        return self.fit is not None and not self.fit.kernel_fits
+
 
 def expectation(prediction: dict | None, boot: str | None, grammar: str | None,
                 feature: bool) -> Expectation:

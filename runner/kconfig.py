@@ -134,11 +134,14 @@ def check(target: Target, tree: Path, build_dir: Path, log: Path) -> None:
     # log; every option the kernel has must stick.
     absent = {o for o in want if o not in known}
     # What the arch cannot have (its record's [config] without, with why).
-    absent |= set(target.arch.config_without) & set(want)
-    if absent:
-        with open(log, "a") as out:
+    impossible = set(target.arch.config_without) & set(want) - absent
+    with open(log, "a") as out:
+        if absent:
             out.write(f"allocprof: not in this kernel, ignored: {' '.join(sorted(absent))}\n")
-    bad = not_stuck(want, build_dir / ".config", absent)
+        if impossible:
+            out.write(f"allocprof: not on {target.arch.name} ({target.arch.record}), "
+                      f"ignored: {' '.join(sorted(impossible))}\n")
+    bad = not_stuck(want, build_dir / ".config", absent | impossible)
     if bad:
         (build_dir / ".allocprof-fragments").unlink(missing_ok=True)
         raise UserError(

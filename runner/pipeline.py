@@ -300,7 +300,7 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
     result = results_from_console(b.console, info, done, b.outputs, feature, upstream, src.tree,
                                   opts.only, fit_exp)
     facts = skips.Facts(cfg, info.contracts, option, target.arch.name,
-                        compression_refused=bool(fit_exp.fit and not fit_exp.fit.kernel_fits))
+                        compression_refused=fit_exp.kernel_refuses)
     skips.check(result, facts, kinds.names(lambda k: k.checked_skips))
     steps = {"make": round(built.seconds, 2), "make_files": built.files,
              "rootfs": round(rootfs_time, 2), "guest_build": round(guest_build, 2),
