@@ -50,8 +50,10 @@ class Arch:
     config: str  # base config fragment, merged on top of allnoconfig
     default: bool  # in the default set (no --arch); runner matrix lists every arch
     # How it boots: "vng" (virtme-ng and its userspace: the whole suite, with
-    # vng --arch @vng_arch) or "qemu" (QEMU alone with @qemu_args and a
-    # serial @console: KUnit only, no userspace, for the reason @why).
+    # vng --arch @vng_arch), "virtme-run" (the same through virtme-ng's lower
+    # layer, whose --arch @vng_arch takes arches vng's does not list, for the
+    # reason @why), or "qemu" (QEMU alone with @qemu_args and a serial
+    # @console: KUnit only, no userspace, for the reason @why).
     boot_via: str
     vng_arch: str = ""
     qemu_args: tuple[str, ...] = ()
@@ -129,9 +131,11 @@ def _load(path: Path) -> Arch:
                         "and libc a [path, package] pair ([] only where [boot] via = "
                         "\"qemu\": no program is built)")
     if not ((arch.boot_via == "vng" and arch.vng_arch)
+            or (arch.boot_via == "virtme-run" and arch.vng_arch and arch.why)
             or (arch.boot_via == "qemu" and arch.console and arch.why)):
-        raise UserError(f"arch record {path}: [boot] needs via = \"vng\" with vng_arch, or "
-                        "via = \"qemu\" with console and why (see i386.toml)")
+        raise UserError(f"arch record {path}: [boot] needs via = \"vng\" with vng_arch, "
+                        "via = \"virtme-run\" with vng_arch and why (see i386.toml), or "
+                        "via = \"qemu\" with console and why (see m68k.toml)")
     return arch
 
 

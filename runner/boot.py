@@ -87,11 +87,11 @@ def _kill_group(pid: int) -> None:
         pass  # nobody left in it
 
 
-def vng_path() -> str:
-    """virtme-ng installed with the runner (its venv's bin/ need not be on
-    PATH), else the one on PATH."""
-    beside = Path(sys.executable).parent / "vng"
-    return str(beside) if beside.exists() else "vng"
+def vng_path(program: str = "vng") -> str:
+    """virtme-ng's @program (vng, or its virtme-run) installed with the
+    runner (its venv's bin/ need not be on PATH), else the one on PATH."""
+    beside = Path(sys.executable).parent / program
+    return str(beside) if beside.exists() else program
 
 
 def vng_env() -> dict[str, str]:
@@ -165,11 +165,25 @@ def _guest_command(inputs: Inputs, outdir: Path) -> tuple[list[str], str]:
     return opts, " ".join(shlex.quote(a) for a in args)
 
 
+# The directories vng lays a writable tmpfs over (its default, not --rw).
+VNG_OVERLAYS = ("/etc", "/lib", "/home", "/opt", "/srv", "/usr", "/var", "/tmp")
+
+
 def vng_command(req: BootRequest) -> list[str]:
+    """vng, or for an arch whose record boots "virtme-run" (one vng's --arch
+    does not list, though the virtme-run beneath it boots it), virtme-run
+    with the options vng 1.42 hands it for the same request."""
+    direct = req.target.arch.boot_via == "virtme-run"
     # --force-9p: the root and shares are 9p, as they always were here;
     # vng's try of virtiofs first cost about 5 s per boot when it failed.
-    cmd = [vng_path(), "--run", str(req.image), "--verbose", "--force-9p",
-           "--memory", req.guest_memory, "--cpus", str(req.guest_cpus)]
+    if direct:
+        cmd = [vng_path("virtme-run"), "--name", "virtme-ng", "--kimg", str(req.image),
+               "--mods", "auto", "--show-boot-console", "--verbose"]
+        for d in VNG_OVERLAYS:
+            cmd += ["--overlay-rwdir", d]
+    else:
+        cmd = [vng_path(), "--run", str(req.image), "--verbose"]
+    cmd += ["--force-9p", "--memory", req.guest_memory, "--cpus", str(req.guest_cpus)]
     if req.icount and req.accel == "tcg":
         cmd.append(f"--qemu-opts=-icount {req.icount}")
     root = req.inputs.root
@@ -177,11 +191,11 @@ def vng_command(req: BootRequest) -> list[str]:
         cmd += ["--root", str(root)]
     opts, script = _guest_command(req.inputs, req.outputs.dir)
     # vng takes --cwd as a host path inside the guest's root.
-    cmd += opts + ["--exec", script, "--cwd", str(root or "/")]
+    cmd += opts + ["--script-sh" if direct else "--exec", script, "--cwd", str(root or "/")]
     if req.accel != "kvm":
         cmd.append("--disable-kvm")
     for a in list(req.target.arch.cmdline) + list(req.append):
-        cmd += ["--append", a]
+        cmd += ["--kopt" if direct else "--append", a]
     if not req.target.arch.native:
         cmd += ["--arch", req.target.arch.vng_arch]
     return cmd

@@ -131,16 +131,16 @@ def test_a_kunit_only_arch_boots_qemu_alone_and_skips_programs_truly(tmp_path):
     from runner import skips
     from runner.guest import stage
     from runner.results import Status, TestResult
-    [t] = targets("i386", "default")
+    [t] = targets("m68k", "default")
     assert t.arch.kunit_only and t.arch.why
-    req = boot.BootRequest(t, tmp_path / "bzImage", tmp_path, 60, "tcg", stage(tmp_path / "in"),
+    req = boot.BootRequest(t, tmp_path / "vmlinux", tmp_path, 60, "tcg", stage(tmp_path / "in"),
                            append=("kunit.filter_glob=x",))
     cmd = boot.qemu_command(req)
-    assert cmd[0] == "qemu-system-i386" and "-no-reboot" in cmd and "vng" not in " ".join(cmd)
+    assert cmd[0] == "qemu-system-m68k" and "-no-reboot" in cmd and "vng" not in " ".join(cmd)
     assert cmd[cmd.index("-append") + 1] == \
-        "console=ttyS0 reboot=t kunit.filter_glob=x kunit_shutdown=reboot"
-    why = arches.kunit_only_reason("i386")
-    assert why.startswith("i386 boots KUnit only: ") and arches.kunit_only_reason("x86_64") == ""
+        "console=ttyGF0 kunit.filter_glob=x kunit_shutdown=reboot"
+    why = arches.kunit_only_reason("m68k")
+    assert why.startswith("m68k boots KUnit only: ") and arches.kunit_only_reason("x86_64") == ""
     tests: list[TestResult] = []
     from runner import pipeline
     pipeline.add_missing_expected(tests, "never reported", no_programs=why)
@@ -148,21 +148,24 @@ def test_a_kunit_only_arch_boots_qemu_alone_and_skips_programs_truly(tmp_path):
     assert {r.name for r in tests if r.status == Status.SKIP} == programs
     assert {r.name for r in tests if r.status == Status.CRASHED} == \
         {s.name for s in pipeline.expected_suites()} - programs
-    for arch, wrong in (("i386", ""), ("x86_64", "the arch is x86_64, not i386")):
+    for arch, wrong in (("m68k", ""), ("x86_64", "the arch is x86_64, not m68k")):
         facts = skips.Facts({}, {}, None, arch)
         assert skips.why_false(why, facts) == wrong
 
 
 def test_a_machine_with_fixed_memory_or_one_cpu_gets_what_it_takes(tmp_path):
     """m68k's virt takes one CPU; a board with fixed memory (sh4's r2d has
-    64 MiB) gets that; i386 takes the runner's 1G and 2 CPUs."""
+    64 MiB) gets that; a machine without limits takes the runner's 1G and
+    2 CPUs."""
     import dataclasses
 
     from runner.guest import stage
     [m68k] = targets("m68k", "default")
     board = dataclasses.replace(m68k, arch=dataclasses.replace(m68k.arch, memory="64M"))
     for t, mem, cpus in ((m68k, "1G", "1"), (board, "64M", "1"),
-                         (targets("i386", "default")[0], "1G", "2")):
+                         (targets("mipsel", "default")[0], "1G", "1"),
+                         (dataclasses.replace(m68k, arch=dataclasses.replace(
+                             m68k.arch, max_cpus=0)), "1G", "2")):
         req = boot.BootRequest(t, tmp_path / "img", tmp_path, 60, "tcg", stage(tmp_path / "in"))
         cmd = boot.qemu_command(req)
         assert (cmd[cmd.index("-m") + 1], cmd[cmd.index("-smp") + 1]) == (mem, cpus)
@@ -177,3 +180,54 @@ def test_no_huge_pages_is_true_only_where_the_record_says_so():
     assert "have huge pages" in skips.why_false(reason, skips.Facts(thp, {}, None, "x86_64"))
     assert "no CONFIG_TRANSPARENT_HUGEPAGE" in skips.why_false(
         reason, skips.Facts({}, {}, None, "s390x"))
+
+
+def test_virtme_run_gets_what_vng_would_hand_it(tmp_path, monkeypatch):
+    """[boot] via = "virtme-run" (i386: vng's --arch does not list it):
+    the command is the one vng itself hands virtme-run for the same
+    request, but for the arch: read from the installed vng through a
+    virtme-run that only prints its arguments."""
+    import dataclasses
+    import json
+
+    from runner.guest import stage
+    [i386] = targets("i386", "default")
+    [riscv] = targets("riscv64", "default")
+    assert i386.arch.boot_via == "virtme-run" and not i386.arch.kunit_only
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "virtme-run").write_text(
+        f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    (fake / "virtme-run").chmod(0o755)
+    root = tmp_path / "root"
+    root.mkdir()
+    inputs = dataclasses.replace(stage(tmp_path / "in"), root=root)
+    image = tmp_path / "bzImage"
+    image.write_bytes(b"")
+
+    def request(t):
+        return boot.BootRequest(t, image, tmp_path, 60, "tcg", inputs, append=("a=1",))
+    ours = boot.vng_command(request(i386))
+    assert Path(ours[0]).name == "virtme-run" and "vng" not in Path(ours[0]).name
+    # vng for riscv64, with i386's kernel arguments, through the fake.
+    as_vng = request(dataclasses.replace(riscv, arch=dataclasses.replace(
+        riscv.arch, cmdline=i386.arch.cmdline)))
+    env = dict(boot.vng_env(), PATH=f"{fake}:{boot.vng_env()['PATH']}")
+    out = subprocess.run(boot.vng_command(as_vng), env=env, capture_output=True,
+                         text=True, check=True).stdout.strip().splitlines()[-1]
+    theirs = json.loads(out)
+    assert theirs[theirs.index("--arch") + 1] == "riscv64"
+    theirs[theirs.index("--arch") + 1] = "i386"
+
+    def options(argv):
+        """Options with their values, in any order."""
+        pairs, i = [], 0
+        while i < len(argv):
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                pairs.append((argv[i], argv[i + 1]))
+                i += 2
+            else:
+                pairs.append((argv[i], None))
+                i += 1
+        return sorted(pairs, key=lambda p: (p[0], p[1] or ""))
+    assert options(ours[1:]) == options(theirs)
