@@ -319,6 +319,7 @@ struct profiling_boot {
 	int malformed;		/* the kernel rejects the option */
 	int supported;		/* profiling can run in this boot */
 	int enabled;		/* vm.mem_profiling as booted */
+	int asked;		/* what the option asked for, before any give-up */
 	int compressed;		/* tags in page flags */
 	const char *option;	/* the option's value, or NULL */
 };
@@ -334,13 +335,13 @@ static inline struct profiling_boot profiling_boot(char *buf, size_t size)
 	if (!by_default || grammar7 < 0)
 		return b;
 	b.known = 1;
-	b.supported = b.enabled = by_default == 'y';
+	b.supported = b.enabled = b.asked = by_default == 'y';
 	if (!opt)
 		return b;
 	if (!opt[0]) {
 		b.malformed = 1;
 	} else if (!strncmp(opt, "never", 5)) {
-		b.supported = b.enabled = 0;
+		b.supported = b.enabled = b.asked = 0;
 	} else {
 		const char *comma = strchr(opt, ',');
 		int v = kstrtobool_like(opt, grammar7);
@@ -351,7 +352,7 @@ static inline struct profiling_boot profiling_boot(char *buf, size_t size)
 			b.malformed = 1;
 		} else {
 			b.supported = 1;
-			b.enabled = v;
+			b.enabled = b.asked = v;
 			b.compressed = grammar7 && comma;
 		}
 	}
