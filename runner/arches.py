@@ -63,6 +63,10 @@ class Arch:
     max_cpus: int = 0
     # The memory its QEMU machine has, where it is fixed ("": the runner's).
     memory: str = ""
+    # How a KUnit-only guest ends after KUnit (kunit_shutdown=): "reboot",
+    # which -no-reboot makes QEMU's exit, or "poweroff" where the machine
+    # cannot restart (sparc64's firmware: "Reboot failed!", a panic).
+    kunit_shutdown: str = "reboot"
     # Why its guest has no transparent huge pages though the kernel has THP
     # ("" where it has them): the THP tests' skip is true only then.
     no_huge_pages: str = ""
@@ -119,6 +123,7 @@ def _load(path: Path) -> Arch:
             vng_arch=boot.get("vng_arch", ""), qemu_args=tuple(boot.get("qemu_args", ())),
             console=boot.get("console", ""), why=boot.get("why", ""),
             max_cpus=int(boot.get("max_cpus", 0)), memory=boot.get("memory", ""),
+            kunit_shutdown=boot.get("kunit_shutdown", "reboot"),
             config_without=tuple(r["config"].get("without", ())),
             no_huge_pages=guest.get("no_huge_pages", ""),
             cmdline=tuple(r.get("cmdline", ())), record=path)
@@ -130,6 +135,9 @@ def _load(path: Path) -> Arch:
         raise UserError(f"arch record {path}: its name must be its file's ({path.stem}) "
                         "and libc a [path, package] pair ([] only where [boot] via = "
                         "\"qemu\": no program is built)")
+    if arch.kunit_shutdown not in ("reboot", "poweroff"):
+        raise UserError(f"arch record {path}: [boot] kunit_shutdown must be \"reboot\" or "
+                        f"\"poweroff\", not {arch.kunit_shutdown!r}")
     if not ((arch.boot_via == "vng" and arch.vng_arch)
             or (arch.boot_via == "virtme-run" and arch.vng_arch and arch.why)
             or (arch.boot_via == "qemu" and arch.console and arch.why)):

@@ -21,7 +21,6 @@ from pathlib import Path
 from runner import kvm, rootfs, tools
 from runner.cache import Cache
 from runner.errors import UserError
-from runner.selection import KUNIT_SHUTDOWN
 from runner.guest import MARKS, OUT_DIR, SELFTESTS, Inputs, Outputs
 from runner.guest import MODULES as MODULE_DIR
 from runner.targets import Target
@@ -206,7 +205,9 @@ def qemu_command(req: BootRequest) -> list[str]:
     userspace, the console on the serial line; the kernel restarts after
     KUnit and -no-reboot makes that an exit."""
     arch = req.target.arch
-    args = [f"console={arch.console}", *arch.cmdline, *req.append, KUNIT_SHUTDOWN]
+    # The record's own way to end comes last: it wins over the selection's.
+    args = [f"console={arch.console}", *arch.cmdline, *req.append,
+            f"kunit_shutdown={arch.kunit_shutdown}"]
     return [arch.qemu, *arch.qemu_args, "-m", req.guest_memory, "-smp", str(req.guest_cpus),
             "-accel", req.accel, "-nographic", "-no-reboot", "-monitor", "none",
             "-kernel", str(req.image), "-append", " ".join(args)]

@@ -33,7 +33,7 @@ MARK = "runner-guest: "
 # ends vng's and QEMU's start; the guest's last line, or the restart that
 # follows KUnit under kunit_shutdown=reboot, starts the power-off.
 MARKS = {"kernel": b"Linux version ", "done": f"{MARK}done".encode(),
-         "restart": b"reboot: Restarting system"}
+         "restart": b"reboot: Restarting system", "poweroff": b"reboot: Power down"}
 
 
 @dataclass(frozen=True)

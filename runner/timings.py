@@ -86,7 +86,7 @@ def boot_steps(seconds: float, marks: dict[str, float], stamps: dict[str, float]
         out["kernel_boot"] = stamps["first_ktap"]
     if "start" in stamps and "done" in stamps:
         out["selftests"] = stamps["done"] - stamps["start"]
-    end = marks.get("done", marks.get("restart"))
+    end = marks.get("done", marks.get("restart", marks.get("poweroff")))
     if end is not None:
         out["poweroff"] = seconds - end
     return {k: round(v, 2) for k, v in out.items()}

@@ -231,3 +231,23 @@ def test_virtme_run_gets_what_vng_would_hand_it(tmp_path, monkeypatch):
                 i += 1
         return sorted(pairs, key=lambda p: (p[0], p[1] or ""))
     assert options(ours[1:]) == options(theirs)
+
+
+def test_a_machine_that_cannot_restart_ends_kunit_with_a_power_off(tmp_path):
+    """sparc64's firmware cannot restart (the kernel panicked "Reboot
+    failed!" and QEMU ran on): its record ends KUnit with a power-off, which
+    comes last on the command line so it wins over the selection's reboot;
+    "reboot: Power down" then counts as the end, as the restart line does."""
+    from runner.guest import MARKS, stage
+    [t] = targets("sparc64", "default")
+    assert t.arch.kunit_shutdown == "poweroff"
+    req = boot.BootRequest(t, tmp_path / "image", tmp_path, 60, "tcg", stage(tmp_path / "in"),
+                           append=("kunit_shutdown=reboot",))
+    cmd = boot.qemu_command(req)
+    assert cmd[cmd.index("-append") + 1].endswith(" kunit_shutdown=poweroff")
+    assert MARKS["poweroff"] == b"reboot: Power down"
+    assert targets("m68k", "default")[0].arch.kunit_shutdown == "reboot"
+    text = (arches.RECORDS / "sparc64.toml").read_text()
+    (tmp_path / "sparc64.toml").write_text(text.replace('"poweroff"', '"halt"'))
+    with pytest.raises(UserError, match=r"kunit_shutdown must be \"reboot\" or \"poweroff\""):
+        arches.load(tmp_path)
