@@ -12,10 +12,11 @@ own environment exists."""
 
 from __future__ import annotations
 
+
 import os
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from runner.errors import UserError
@@ -108,6 +109,25 @@ class Arch:
         return f"{self.cross_compile}gcc"
 
 
+# What each kind of field a record fills must hold (Arch's annotations).
+_KINDS = {"str": lambda v: isinstance(v, str),
+          "tuple[str, ...]": lambda v: all(isinstance(x, str) for x in v),
+          "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, float),
+          "bool": lambda v: isinstance(v, bool)}
+
+
+def _mistyped(arch: Arch) -> str:
+    """The first field whose value is not of its declared kind, said in a
+    few words, or "" when every one is."""
+    for f in fields(arch):
+        check = _KINDS.get(str(f.type))
+        value = getattr(arch, f.name)
+        if check and not check(value):
+            return f"{f.name} = {value!r} is not a {f.type}"
+    return ""
+
+
 def _load(path: Path) -> Arch:
     try:
         r = tomllib.loads(path.read_text())
@@ -119,25 +139,32 @@ def _load(path: Path) -> Arch:
             libc=tuple(pkgs["libc"]), extra_packages=tuple(pkgs.get("extra", ())),
             deb_arch=guest["deb_arch"], build_cost=float(cost["build"]),
             boot_cost=float(cost["boot"]), config=r["config"]["fragment"].lstrip("\n"),
-            default=bool(r["default"]), boot_via=boot["via"],
+            default=r["default"], boot_via=boot["via"],
             vng_arch=boot.get("vng_arch", ""), qemu_args=tuple(boot.get("qemu_args", ())),
             console=boot.get("console", ""), why=boot.get("why", ""),
-            max_cpus=int(boot.get("max_cpus", 0)), memory=boot.get("memory", ""),
+            max_cpus=boot.get("max_cpus", 0), memory=boot.get("memory", ""),
             kunit_shutdown=boot.get("kunit_shutdown", "reboot"),
             config_without=tuple(r["config"].get("without", ())),
             no_huge_pages=guest.get("no_huge_pages", ""),
             cmdline=tuple(r.get("cmdline", ())), record=path)
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError,
+            AttributeError) as e:
         raise UserError(f"arch record {path} is malformed ({type(e).__name__}: {e}): "
                         "compare it with kernel/arches/x86_64.toml") from None
+    wrong = _mistyped(arch)
+    if wrong:
+        raise UserError(f"arch record {path} is malformed ({wrong}): "
+                        "compare it with kernel/arches/x86_64.toml")
     if arch.name != path.stem or len(arch.libc) not in (0, 2) or \
             (not arch.libc and arch.boot_via != "qemu"):
         raise UserError(f"arch record {path}: its name must be its file's ({path.stem}) "
                         "and libc a [path, package] pair ([] only where [boot] via = "
                         "\"qemu\": no program is built)")
-    if arch.kunit_shutdown not in ("reboot", "poweroff"):
+    if arch.kunit_shutdown not in ("reboot", "poweroff") or \
+            (arch.kunit_shutdown != "reboot" and arch.boot_via != "qemu"):
         raise UserError(f"arch record {path}: [boot] kunit_shutdown must be \"reboot\" or "
-                        f"\"poweroff\", not {arch.kunit_shutdown!r}")
+                        f"\"poweroff\", not {arch.kunit_shutdown!r}, and \"poweroff\" only "
+                        "where via = \"qemu\" (a KUnit-only guest)")
     if not ((arch.boot_via == "vng" and arch.vng_arch)
             or (arch.boot_via == "virtme-run" and arch.vng_arch and arch.why)
             or (arch.boot_via == "qemu" and arch.console and arch.why)):

@@ -184,7 +184,10 @@ def vng_command(req: BootRequest) -> list[str]:
         cmd = [vng_path(), "--run", str(req.image), "--verbose"]
     cmd += ["--force-9p", "--memory", req.guest_memory, "--cpus", str(req.guest_cpus)]
     if req.icount and req.accel == "tcg":
-        cmd.append(f"--qemu-opts=-icount {req.icount}")
+        # vng hands virtme-run "--qemu-opts -icount N", split; virtme-run's
+        # --qemu-opts takes the rest of the line, so it goes one by one here.
+        cmd += (["--qemu-opt=-icount", f"--qemu-opt={req.icount}"] if direct
+                else [f"--qemu-opts=-icount {req.icount}"])
     root = req.inputs.root
     if root is not None:
         cmd += ["--root", str(root)]

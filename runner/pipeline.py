@@ -252,6 +252,19 @@ def execute(opts: RunContext, target: Target, rundir: Path) -> RunResult:
     return execute_prepared(opts, target, rundir, opts.source())
 
 
+def finished(target: Target, asked: list[str], b: boot.Boot) -> bool:
+    """The guest got to its end: its script's done file, or, where KUnit's
+    end stops the machine (kunit_shutdown=), the line the kernel prints
+    then. Under kunit_shutdown=reboot the kernel restarts before vng's
+    --exec could run (vng then exits 255): the restart line; a KUnit-only
+    arch whose record ends KUnit with a power-off: its power-off line (on
+    any other guest that line only ends userspace, which leaves the file)."""
+    end = "poweroff" if target.arch.kunit_only and \
+        target.arch.kunit_shutdown == "poweroff" else "restart"
+    return b.outputs.done.exists() or (
+        KUNIT_SHUTDOWN in asked and not b.timed_out and end in b.marks)
+
+
 def execute_prepared(opts: RunContext, target: Target, rundir: Path,
                      src: source.PreparedSource) -> RunResult:
     rundir.mkdir(parents=True, exist_ok=True)
@@ -269,7 +282,8 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
     asked = opts.only.cmdline() if opts.only else []
     if target.arch.kunit_only:
         asked.append(KUNIT_SHUTDOWN)  # no userspace: KUnit's end is the guest's
-    # The user's own options come last: theirs win.
+    # The user's own options come last: theirs win (but for kunit_shutdown=
+    # on a KUnit-only arch, which its record decides: boot.qemu_command).
     b = boot.boot(boot.BootRequest(
         target, built.image, rundir, opts.boot_timeout,
         boot.accel_for(opts.cache, target, built.image), inputs,
@@ -281,12 +295,7 @@ def execute_prepared(opts: RunContext, target: Target, rundir: Path,
                    selection=f"{len(opts.only.cases)} cases asked for" if opts.only else "",
                    kernel=build.check_booted(built, b.console),
                    contracts=promised)
-    # Under kunit_shutdown=reboot the kernel restarts before vng's --exec
-    # could run (vng then exits 255): the restart line is the finish, or
-    # the power-off line on an arch whose record ends KUnit so.
-    done = b.outputs.done.exists() or (
-        KUNIT_SHUTDOWN in asked and not b.timed_out
-        and ("restart" in b.marks or "poweroff" in b.marks))
+    done = finished(target, asked, b)
     if b.timed_out:
         info.note = f"guest hung: killed after {opts.boot_timeout:.0f}s"
     elif not done:

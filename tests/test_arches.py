@@ -72,6 +72,19 @@ def test_a_record_is_all_an_arch_needs(tmp_path):
     (tmp_path / "bad.toml").write_text("name = 1")
     with pytest.raises(UserError, match=r"bad.toml is malformed .*x86_64.toml"):
         arches.load(tmp_path)
+    # A value of the wrong kind is one line at load, not a traceback at boot.
+    (tmp_path / "newarch.toml").unlink()
+    for old, bad, says in (('vng_arch = "riscv64"', 'vng_arch = ["riscv64"]', "vng_arch"),
+                           ('fragment = """', 'fragment = 1\nx = """', "AttributeError"),
+                           ('default = true', 'default = "yes"', "default"),
+                           ('[boot]', '[boot]\nmax_cpus = 1.5', "max_cpus"),
+                           ('[boot]', '[boot]\nmemory = 64', "memory"),
+                           ('[boot]', '[boot]\nkunit_shutdown = "poweroff"', "only where")):
+        assert old in text
+        (tmp_path / "bad.toml").write_text(
+            text.replace('name = "riscv64"', 'name = "bad"').replace(old, bad, 1))
+        with pytest.raises(UserError, match=says):
+            arches.load(tmp_path)
 
 
 def test_base_fragment_comes_from_the_record():
@@ -206,7 +219,8 @@ def test_virtme_run_gets_what_vng_would_hand_it(tmp_path, monkeypatch):
     image.write_bytes(b"")
 
     def request(t):
-        return boot.BootRequest(t, image, tmp_path, 60, "tcg", inputs, append=("a=1",))
+        return boot.BootRequest(t, image, tmp_path, 60, "tcg", inputs, append=("a=1",),
+                                icount="6")
     ours = boot.vng_command(request(i386))
     assert Path(ours[0]).name == "virtme-run" and "vng" not in Path(ours[0]).name
     # vng for riscv64, with i386's kernel arguments, through the fake.
@@ -218,6 +232,13 @@ def test_virtme_run_gets_what_vng_would_hand_it(tmp_path, monkeypatch):
     theirs = json.loads(out)
     assert theirs[theirs.index("--arch") + 1] == "riscv64"
     theirs[theirs.index("--arch") + 1] = "i386"
+    # QEMU's own options: vng ends the line with them ("--qemu-opts" takes
+    # the rest); ours go one by one, so either way QEMU gets the same.
+    assert theirs[theirs.index("--qemu-opts"):] == ["--qemu-opts", "-icount", "6"]
+    theirs = theirs[:theirs.index("--qemu-opts")]
+    assert [a for a in ours if a.startswith("--qemu-opt=")] == \
+        ["--qemu-opt=-icount", "--qemu-opt=6"]
+    ours = [a for a in ours if not a.startswith("--qemu-opt=")]
 
     def options(argv):
         """Options with their values, in any order."""
@@ -251,3 +272,29 @@ def test_a_machine_that_cannot_restart_ends_kunit_with_a_power_off(tmp_path):
     (tmp_path / "sparc64.toml").write_text(text.replace('"poweroff"', '"halt"'))
     with pytest.raises(UserError, match=r"kunit_shutdown must be \"reboot\" or \"poweroff\""):
         arches.load(tmp_path)
+
+
+def test_only_the_records_own_end_finishes_a_kunit_guest(tmp_path):
+    """Under kunit_shutdown, the restart line ends a guest; the power-off
+    line only on a KUnit-only arch whose record ends KUnit so (sparc64).
+    On a vng guest it ends userspace too, so without the done file (its
+    script died) that guest did not finish."""
+    from runner import pipeline
+    from runner.guest import Outputs
+    from runner.selection import KUNIT_SHUTDOWN
+
+    def booted(*marks, timed_out=False):
+        return boot.Boot(tmp_path / "console.log", Outputs(tmp_path), None if timed_out else 0,
+                         1.0, "tcg", {m: 0.5 for m in marks})
+    [sparc], [m68k], [x86] = (targets(a, "default") for a in ("sparc64", "m68k", "x86_64"))
+    asked = [KUNIT_SHUTDOWN]
+    assert pipeline.finished(sparc, asked, booted("poweroff"))
+    assert not pipeline.finished(sparc, asked, booted("restart"))
+    assert not pipeline.finished(sparc, asked, booted("poweroff", timed_out=True))
+    assert pipeline.finished(m68k, asked, booted("restart"))
+    assert not pipeline.finished(m68k, asked, booted("poweroff"))
+    assert pipeline.finished(x86, asked, booted("restart"))
+    assert not pipeline.finished(x86, asked, booted("poweroff"))
+    assert not pipeline.finished(x86, [], booted("restart"))
+    Outputs(tmp_path).done.write_text("")
+    assert pipeline.finished(x86, [], booted())

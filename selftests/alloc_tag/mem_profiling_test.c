@@ -330,7 +330,8 @@ TEST(boot_log_as_documented)
 		else
 			snprintf(want, sizeof(want),
 				 "Memory allocation profiling is enabled %s compression and is turned %s!",
-				 e.boot.compressed ? "with" : "without", e.boot.asked ? "on" : "off");
+				 e.boot.compressed ? "with" : "without",
+				 e.boot.asked ? "on" : "off");
 		EXPECT_TRUE(boot_log_has(want)) TH_LOG("missing: %s", want);
 	}
 }
